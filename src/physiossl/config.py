@@ -1,0 +1,121 @@
+"""Configuration: loading, validation against ``config/schema.yaml`` and per-stage views.
+
+A stage never sees the whole configuration, only the keys that :func:`stage_keys` lists for it. The
+Snakefile declares the same keys as rule ``params`` and the DVC export lists them as stage ``params``,
+so a changed value reruns exactly the jobs that read it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+RANDOM_INIT = "random"  # the random-initialisation baseline: a method name that needs no pretraining
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, malformed or violates the schema."""
+
+
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate_config(config: dict, source: str = "<config>") -> dict:
+    """Validate ``config`` against the schema and the cross-key rules; return it unchanged."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+            lines.append(f"  config key '{key}': {err.message}")
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
+    _check_cross_keys(config, source)
+    return config
+
+
+def _check_cross_keys(config: dict, source: str) -> None:
+    problems = []
+    for section in ("pretrain", "evaluate"):
+        name = config[section]["dataset"]
+        if name not in config["datasets"]:
+            problems.append(f"config key '{section}.dataset': unknown dataset '{name}' (defined: {sorted(config['datasets'])})")
+    for method in config["experiment"]["methods"]:
+        if method != RANDOM_INIT and method not in config["pretrain"]["methods"]:
+            problems.append(
+                f"config key 'experiment.methods': method '{method}' has no entry under 'pretrain.methods'"
+            )
+    ev = config["evaluate"]
+    held_out = {ev["val_fold"], ev["test_fold"]}
+    if ev["val_fold"] == ev["test_fold"]:
+        problems.append("config key 'evaluate.test_fold': must differ from 'evaluate.val_fold'")
+    if held_out & set(ev["train_folds"]):
+        problems.append(f"config key 'evaluate.train_folds': contains held-out fold(s) {sorted(held_out & set(ev['train_folds']))}")
+    if config["pretrain"]["dataset"] == ev["dataset"] and held_out & set(config["pretrain"]["folds"]):
+        problems.append(
+            "config key 'pretrain.folds': pretraining on the evaluation's validation/test fold(s) "
+            f"{sorted(held_out & set(config['pretrain']['folds']))} would leak them into the representation"
+        )
+    if ev["stride_s"] > ev["window_s"]:
+        problems.append("config key 'evaluate.stride_s': larger than 'evaluate.window_s' leaves gaps")
+    if problems:
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join("  " + p for p in problems))
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return validate_config(config, str(path))
+
+
+def stage_keys(config: dict, stage: str, method: str | None = None, protocol: str | None = None) -> list[str]:
+    """Dotted config keys that a stage reads."""
+    if stage == "pretrain":
+        return [
+            "seed", "pretrain.dataset", "pretrain.folds", "pretrain.encoder", "pretrain.crop_s",
+            "pretrain.cache", "pretrain.trainer", f"pretrain.methods.{method}",
+        ]
+    if stage == "evaluate":
+        keys = [
+            "seed", "pretrain.encoder", "pretrain.crop_s", "pretrain.trainer.accelerator",
+            "pretrain.trainer.precision",
+        ] + [f"evaluate.{k}" for k in (
+            "dataset", "label_set", "train_folds", "val_fold", "test_fold", "window_s", "stride_s",
+            "aggregate", "batch_size", protocol,
+        )]
+        return keys
+    if stage == "report":
+        return ["name", "experiment"]
+    raise KeyError(f"no config view for stage '{stage}'")
+
+
+def get_key(config: dict, dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def stage_view(config: dict, stage: str, **wildcards: str | None) -> dict:
+    """A nested dict that holds only the keys the stage reads."""
+    view: dict = {}
+    for dotted in stage_keys(config, stage, **wildcards):
+        parts = dotted.split(".")
+        node = view
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = copy.deepcopy(get_key(config, dotted))
+    return view

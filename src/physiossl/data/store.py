@@ -1,0 +1,269 @@
+"""The ECG store contract (``physiossl.ecg/1``): write, validate and open chunked Zarr v3 stores.
+
+Layout (see DESIGN.md): ``signals`` float32 (N, 12, T) zero-padded at the end, ``lengths`` int32 (N,),
+``meta/<column>`` 1-D arrays, ``labels/<set>`` uint8 (N, K) with attrs ``classes``, ``targets/<name>``
+float32 (N,). Signals are chunked per block of records and sharded so that a store of tens of thousands
+of records has tens of files. Stores are written to a temporary sibling directory and renamed into place,
+so a killed conversion never leaves a store that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import warnings
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import zarr
+
+from .. import __version__
+
+ECG_SCHEMA = "physiossl.ecg/1"
+LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+META_COLUMNS = {"record_id": str, "patient_id": str, "fold": "int8", "age": "float32", "sex": str, "source": str}
+CHUNK_RECORDS = 64      # records per chunk: the unit of a block read
+SHARD_RECORDS = 1024    # records per shard file: the unit of a writer
+
+warnings.filterwarnings("ignore", message=".*StringDType.*", category=UserWarning)
+warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
+
+
+class StoreError(ValueError):
+    """A store does not follow the contract."""
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def replace_path(tmp: Path, final: Path) -> None:
+    """Move a finished file or directory into place, replacing an older one."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``final`` only if the block succeeds."""
+    final = Path(final)
+    tmp = _tmp_sibling(final)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_path(tmp, final)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = _tmp_sibling(path)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(text)
+    replace_path(tmp, path)
+
+
+def write_quarantine(path: Path, entries: Sequence[tuple[str, str]]) -> None:
+    """Write ``<store>.quarantine.csv`` (record, reason), atomically; written even when empty."""
+    path = Path(path)
+    tmp = _tmp_sibling(path)
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["record", "reason"])
+        writer.writerows(entries)
+    replace_path(tmp, path)
+
+
+def quarantine_path(store: Path) -> Path:
+    store = Path(store)
+    return store.with_name(store.name + ".quarantine.csv")
+
+
+class EcgStoreWriter:
+    """Append records one by one; signals go to disk shard by shard, metadata is written at the end.
+
+    Use :meth:`open` as a context manager: the store only appears at ``path`` when the block finishes
+    without an exception and :meth:`finish` was called.
+    """
+
+    def __init__(self, root: zarr.Group, capacity: int, n_samples: int):
+        self.root = root
+        self.n_samples = n_samples
+        self.signals = root.create_array(
+            "signals", shape=(capacity, len(LEADS), n_samples), dtype="float32",
+            chunks=(CHUNK_RECORDS, len(LEADS), n_samples),
+            shards=(SHARD_RECORDS, len(LEADS), n_samples), fill_value=0.0,
+        )
+        self._buffer = np.zeros((SHARD_RECORDS, len(LEADS), n_samples), dtype=np.float32)
+        self._buffered = 0
+        self._written = 0
+        self.lengths: list[int] = []
+        self.meta: dict[str, list] = {col: [] for col in META_COLUMNS}
+        self.labels: dict[str, list[list[str]]] = {}
+        self.targets: dict[str, list[float]] = {}
+        self._sum = np.zeros(len(LEADS))
+        self._sumsq = np.zeros(len(LEADS))
+        self._count = 0
+        self.finished = False
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path, capacity: int, n_samples: int) -> Iterator["EcgStoreWriter"]:
+        with atomic_dir(Path(path)) as tmp:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            writer = cls(root, max(capacity, 1), n_samples)
+            yield writer
+            if not writer.finished:
+                raise RuntimeError(f"{path}: EcgStoreWriter.finish() was not called")
+
+    @property
+    def n_records(self) -> int:
+        return len(self.lengths)
+
+    def append(self, signal: np.ndarray, meta: dict, labels: dict[str, list[str]] | None = None,
+               targets: dict[str, float] | None = None, norm: bool = True) -> None:
+        """Add one record: ``signal`` (12, t) float32 in mV, canonical lead order, t <= n_samples."""
+        if signal.shape[0] != len(LEADS) or signal.shape[1] > self.n_samples:
+            raise StoreError(f"record {meta.get('record_id')}: signal shape {signal.shape} does not fit (12, <= {self.n_samples})")
+        t = signal.shape[1]
+        self._buffer[self._buffered].fill(0.0)
+        self._buffer[self._buffered, :, :t] = signal
+        self._buffered += 1
+        self.lengths.append(t)
+        for col in META_COLUMNS:
+            self.meta[col].append(meta.get(col))
+        for name, codes in (labels or {}).items():
+            self.labels.setdefault(name, [[] for _ in range(self.n_records - 1)]).append(list(codes))
+        for name, value in (targets or {}).items():
+            self.targets.setdefault(name, [np.nan] * (self.n_records - 1)).append(float(value))
+        if norm:
+            x = signal.astype(np.float64)
+            self._sum += x.sum(axis=1)
+            self._sumsq += (x * x).sum(axis=1)
+            self._count += t
+        if self._buffered == SHARD_RECORDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffered:
+            self.signals[self._written:self._written + self._buffered] = self._buffer[: self._buffered]
+            self._written += self._buffered
+            self._buffered = 0
+
+    def finish(self, *, dataset: str, source_version: str, fs: float, label_sets: dict[str, Sequence[str]],
+               provenance: dict, norm_folds: Sequence[int], extra_attrs: dict | None = None) -> None:
+        self._flush()
+        n = self.n_records
+        if n == 0:
+            raise StoreError(f"dataset {dataset}: no record could be converted")
+        self.signals.resize((n, len(LEADS), self.n_samples))
+        root = self.root
+        root.create_array("lengths", shape=(n,), dtype="int32", chunks=(n,))[:] = np.asarray(self.lengths, np.int32)
+        for col, dtype in META_COLUMNS.items():
+            values = self.meta[col]
+            if dtype is str:
+                arr = np.array(["" if v is None else str(v) for v in values], dtype=str)
+                root.create_array(f"meta/{col}", shape=(n,), dtype=str, chunks=(n,))[:] = arr
+            else:
+                fill = np.nan if dtype.startswith("float") else 0
+                arr = np.array([fill if v is None else v for v in values], dtype=dtype)
+                root.create_array(f"meta/{col}", shape=(n,), dtype=dtype, chunks=(n,))[:] = arr
+        for name, classes in label_sets.items():
+            index = {c: k for k, c in enumerate(classes)}
+            hot = np.zeros((n, len(classes)), dtype=np.uint8)
+            rows = self.labels.get(name, [])
+            rows = rows + [[] for _ in range(n - len(rows))]
+            for i, codes in enumerate(rows):
+                for code in codes:
+                    if code in index:
+                        hot[i, index[code]] = 1
+            arr = root.create_array(f"labels/{name}", shape=hot.shape, dtype="uint8", chunks=hot.shape)
+            arr[:] = hot
+            arr.attrs["classes"] = list(classes)
+        for name, values in self.targets.items():
+            values = values + [np.nan] * (n - len(values))
+            root.create_array(f"targets/{name}", shape=(n,), dtype="float32", chunks=(n,))[:] = np.asarray(values, np.float32)
+        mean = self._sum / max(self._count, 1)
+        std = np.sqrt(np.maximum(self._sumsq / max(self._count, 1) - mean**2, 0.0))
+        root.attrs.update({
+            "schema": ECG_SCHEMA,
+            "dataset": dataset,
+            "source_version": source_version,
+            "fs": float(fs),
+            "leads": list(LEADS),
+            "units": "mV",
+            "n_records": n,
+            "label_sets": {k: list(v) for k, v in label_sets.items()},
+            "norm": {"folds": sorted(int(f) for f in norm_folds), "mean": mean.tolist(),
+                     "std": np.where(std > 0, std, 1.0).tolist(), "n_samples": int(self._count)},
+            "provenance": provenance,
+            "created_with": f"physiossl {__version__}",
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **(extra_attrs or {}),
+        })
+        self.finished = True
+
+
+REQUIRED_ATTRS = ("schema", "dataset", "source_version", "fs", "leads", "units", "n_records", "label_sets",
+                  "norm", "provenance", "created_with")
+
+
+def open_store(path: Path | str) -> zarr.Group:
+    """Open an ECG store read-only after checking the contract; raise StoreError naming the problem."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: not a Zarr store (no zarr.json); was the conversion interrupted?")
+    root = zarr.open_group(str(path), mode="r")
+    validate_store(root, path)
+    return root
+
+
+def validate_store(root: zarr.Group, path: Path | str = "<store>") -> None:
+    attrs = dict(root.attrs)
+    missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise StoreError(f"{path}: missing attrs {missing}")
+    if attrs["schema"] != ECG_SCHEMA:
+        raise StoreError(f"{path}: schema {attrs['schema']!r}, expected {ECG_SCHEMA!r}")
+    if list(attrs["leads"]) != list(LEADS):
+        raise StoreError(f"{path}: leads {attrs['leads']} are not the canonical order {list(LEADS)}")
+    n = attrs["n_records"]
+    sig = root["signals"]
+    if sig.ndim != 3 or sig.shape[0] != n or sig.shape[1] != len(LEADS) or sig.dtype != np.float32:
+        raise StoreError(f"{path}: signals {sig.shape} {sig.dtype}, expected ({n}, 12, T) float32")
+    if root["lengths"].shape != (n,):
+        raise StoreError(f"{path}: lengths has shape {root['lengths'].shape}, expected ({n},)")
+    for col in META_COLUMNS:
+        key = f"meta/{col}"
+        if key not in root or root[key].shape != (n,):
+            raise StoreError(f"{path}: {key} missing or not of length {n}")
+    for name, classes in attrs["label_sets"].items():
+        key = f"labels/{name}"
+        if key not in root or root[key].shape != (n, len(classes)):
+            raise StoreError(f"{path}: {key} missing or not of shape ({n}, {len(classes)})")
+
+
+def read_meta(root: zarr.Group) -> dict[str, np.ndarray]:
+    return {col: root[f"meta/{col}"][:] for col in META_COLUMNS}
+
+
+def read_labels(root: zarr.Group, label_set: str) -> tuple[np.ndarray, list[str]]:
+    key = f"labels/{label_set}"
+    if key not in root:
+        raise StoreError(f"store has no label set {label_set!r} (has {sorted(root.attrs['label_sets'])})")
+    arr = root[key]
+    return arr[:], list(arr.attrs["classes"])
