@@ -81,8 +81,15 @@ def load_config(path: str | Path) -> dict:
     return validate_config(config, str(path))
 
 
-def stage_keys(config: dict, stage: str, method: str | None = None, protocol: str | None = None) -> list[str]:
-    """Dotted config keys that a stage reads."""
+def stage_keys(config: dict, stage: str, method: str | None = None, protocol: str | None = None,
+               dataset: str | None = None, fs: str | None = None) -> list[str]:
+    """Dotted config keys that a stage (a Snakemake rule) reads, given the job's wildcards."""
+    if stage == "demo_data":
+        return ["seed", f"datasets.{dataset}.source", f"datasets.{dataset}.demo"]
+    if stage == "download_data":
+        return [f"datasets.{dataset}.source", f"datasets.{dataset}.download"]
+    if stage == "convert":
+        return [f"datasets.{dataset}.source", f"datasets.{dataset}.fs", f"datasets.{dataset}.max_quarantine_fraction"]
     if stage == "pretrain":
         return [
             "seed", "pretrain.dataset", "pretrain.folds", "pretrain.encoder", "pretrain.crop_s",

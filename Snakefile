@@ -1,0 +1,44 @@
+# physiossl workflow: download/demo → convert → pretrain → evaluate → report.
+# The DAG is defined here and in workflow/rules/*.smk only; `physiossl export-dvc` derives dvc.yaml from it.
+#   snakemake --cores all                                   # the offline demo (config/config.yaml)
+#   snakemake --cores all --configfile config/paper_ecg.yaml
+#   snakemake --profile workflow/profiles/slurm --configfile config/paper_ecg.yaml
+import os
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+from physiossl.config import RANDOM_INIT, stage_view, validate_config
+
+min_version("9.0")
+
+if len(workflow.overwrite_configfiles) > 1:
+    raise WorkflowError("pass exactly one --configfile: every job reads its settings from that one file")
+if workflow.config_settings.config:
+    raise WorkflowError("--config overrides are not passed to the jobs, which read the config file: "
+                        "copy the config file and edit the copy instead")
+CONFIGFILE = (os.path.relpath(workflow.overwrite_configfiles[0]) if workflow.overwrite_configfiles
+              else "config/config.yaml")
+
+
+configfile: CONFIGFILE
+
+
+validate(config, "config/schema.yaml")
+validate_config(config, CONFIGFILE)
+
+DATA = config["paths"]["data"]
+RESULTS = config["paths"]["results"]
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.report.output,

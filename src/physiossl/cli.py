@@ -1,0 +1,153 @@
+"""``physiossl``: one subcommand per pipeline stage. Snakemake rules (and the exported dvc.yaml) call these."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config, stage_view
+
+
+def _cmd_demo(args) -> dict:
+    from .data.sources import get_source
+    path = get_source(args.dataset).demo(Path(args.out), n_records=args.n_records, seed=args.seed)
+    return {"raw": str(path)}
+
+
+def _cmd_download(args) -> dict:
+    from .data.sources import get_source
+    source = get_source(args.dataset)
+    path = source.download(Path(args.out), url=args.url or source.URL, progress=not args.no_progress)
+    return {"raw": str(path)}
+
+
+def _cmd_convert(args) -> dict:
+    from .data.sources import get_source
+    raw = Path(args.raw)
+    if not raw.is_dir():
+        raise FileNotFoundError(f"{raw}: raw tree not found (run `physiossl download` or `physiossl demo` first)")
+    return get_source(args.dataset).convert(raw, Path(args.out), fs=args.fs, max_quarantine_fraction=args.max_quarantine)
+
+
+def _cmd_pretrain(args) -> dict:
+    from .stages import pretrain
+    view = stage_view(load_config(args.configfile), "pretrain", method=args.method)
+    return pretrain.run(view, args.method, Path(args.store), Path(args.out))
+
+
+def _cmd_evaluate(args) -> dict:
+    from .stages import evaluate
+    view = stage_view(load_config(args.configfile), "evaluate", protocol=args.protocol)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    result = evaluate.run(view, args.method, args.protocol, Path(args.store), Path(args.out), checkpoint)
+    return {k: result[k] for k in ("method", "protocol", "test_macro_auc", "val_macro_auc", "best_epoch")}
+
+
+def _cmd_report(args) -> dict:
+    from .stages import report
+    view = stage_view(load_config(args.configfile), "report")
+    return report.run(view, [Path(p) for p in args.results], Path(args.out_dir))
+
+
+def _cmd_export_dvc(args) -> dict:
+    from .dvc_export import export_dvc_yaml
+    text = export_dvc_yaml(Path(args.configfile), Path(args.snakefile))
+    out = Path(args.out)
+    if args.check:
+        if not out.is_file() or out.read_text() != text:
+            raise SystemExit(f"{out} is stale: regenerate it with `physiossl export-dvc --configfile {args.configfile}`")
+        return {"dvc_yaml": str(out), "up_to_date": True}
+    out.write_text(text)
+    return {"dvc_yaml": str(out)}
+
+
+def _cmd_check_config(args) -> dict:
+    config = load_config(args.configfile)
+    return {"configfile": args.configfile, "name": config["name"], "valid": True}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="physiossl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="write a small synthetic dataset tree in the real file format")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-records", type=int, default=1500)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("download", help="download and verify a dataset (resumes broken transfers)")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--url", default=None, help="archive URL (default: the dataset's official one)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("convert", help="convert a raw tree into a store")
+    p.add_argument("dataset")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fs", type=int, default=100, help="sampling rate of the store in Hz (default 100)")
+    p.add_argument("--max-quarantine", type=float, default=0.01,
+                   help="fail when more than this fraction of records is quarantined (default 0.01)")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of one method")
+    p.add_argument("--configfile", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="encoder checkpoint (.pt)")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="linear evaluation or fine-tuning of an encoder")
+    p.add_argument("--configfile", required=True)
+    p.add_argument("--method", required=True, help="method name, or 'random' for random initialisation")
+    p.add_argument("--protocol", required=True, choices=["linear", "finetune"])
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="result file (.json)")
+    p.add_argument("--checkpoint", default=None, help="pretrained encoder (.pt); omitted for 'random'")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="tables and figure from result files")
+    p.add_argument("--configfile", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("results", nargs="+")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export-dvc", help="write dvc.yaml from the Snakemake DAG of a config")
+    p.add_argument("--configfile", default="config/config.yaml")
+    p.add_argument("--snakefile", default="Snakefile")
+    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--check", action="store_true", help="fail if --out differs from the export instead of writing")
+    p.set_defaults(func=_cmd_export_dvc)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("configfile")
+    p.set_defaults(func=_cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = args.func(args)
+    except ConfigError as exc:
+        print(f"physiossl: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"physiossl {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Downstream protocols on a multi-label task.
+
+- Linear evaluation: the encoder is frozen including its BatchNorm statistics (eval mode, no gradients);
+  its embeddings of every sliding window are computed once, and a linear head is trained on the window
+  embeddings of the training records (each window carries its record's labels).
+- Fine-tuning: encoder and linear head are trained together on random crops of the training records.
+
+Both select the epoch with the best validation macro AUC (per-record aggregation of the window
+predictions) and report the test macro AUC of that epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data.loading import CropDataset, SignalCache, WindowDataset, aggregate, collate_batch
+from .metrics import macro_auc
+
+
+@dataclass
+class Split:
+    cache: SignalCache
+    labels: np.ndarray        # (n_records, K) multi-hot
+
+
+@dataclass
+class Task:
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    window: int
+    stride: int
+    aggregate: str
+    batch_size: int
+
+
+def _window_loader(split: Split, task: Task) -> DataLoader:
+    return DataLoader(WindowDataset(split.cache, task.window, task.stride), batch_size=max(task.batch_size, 256),
+                      shuffle=False, collate_fn=collate_batch)
+
+
+@torch.no_grad()
+def window_outputs(fn, split: Split, task: Task, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    outs, rows = [], []
+    for x, row in _window_loader(split, task):
+        outs.append(fn(x.to(device)).float().cpu())
+        rows.append(row)
+    return torch.cat(outs), torch.cat(rows)
+
+
+def record_scores(window_logits: torch.Tensor, rows: torch.Tensor, n_records: int, how: str) -> np.ndarray:
+    return aggregate(torch.sigmoid(window_logits), rows, n_records, how).numpy()
+
+
+def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, seed: int) -> dict:
+    encoder = encoder.to(device).eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    emb = {name: window_outputs(encoder, getattr(task, name), task, device) for name in ("train", "val", "test")}
+    x_train, rows_train = emb["train"]
+    y_train = torch.from_numpy(task.train.labels)[rows_train]
+    generator = torch.Generator().manual_seed(seed)
+    head = nn.Linear(x_train.shape[1], len(task.classes))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    loss_fn = nn.BCEWithLogitsLoss()
+    best, history = None, []
+    for epoch in tqdm(range(cfg["epochs"]), desc="linear evaluation", unit="epoch"):
+        head.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        for i in range(0, len(order), task.batch_size):
+            idx = order[i:i + task.batch_size]
+            loss = loss_fn(head(x_train[idx]), y_train[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        head.eval()
+        with torch.no_grad():
+            val = macro_auc(task.val.labels, record_scores(head(emb["val"][0]), emb["val"][1], len(task.val.cache), task.aggregate), task.classes)
+        history.append({"epoch": epoch + 1, "train_loss": loss.item(), "val_macro_auc": val["macro_auc"]})
+        if best is None or val["macro_auc"] > best[0]["macro_auc"]:
+            best = (val, epoch + 1, copy.deepcopy(head.state_dict()))
+    head.load_state_dict(best[2])
+    with torch.no_grad():
+        test = macro_auc(task.test.labels, record_scores(head(emb["test"][0]), emb["test"][1], len(task.test.cache), task.aggregate), task.classes)
+    return {"val": best[0], "test": test, "best_epoch": best[1], "history": history}
+
+
+def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, seed: int, crop: int,
+             autocast_dtype: torch.dtype | None = None) -> dict:
+    model = nn.Sequential(encoder, nn.Linear(encoder.out_dim, len(task.classes))).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    loss_fn = nn.BCEWithLogitsLoss()
+    generator = torch.Generator().manual_seed(seed)
+    train = DataLoader(CropDataset(task.train.cache, crop, task.train.labels), batch_size=task.batch_size,
+                       shuffle=True, drop_last=len(task.train.cache) > task.batch_size, collate_fn=collate_batch,
+                       generator=generator)
+
+    def forward(x):
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            return model(x)
+
+    best, history = None, []
+    for epoch in range(cfg["epochs"]):
+        model.train()
+        for x, y in tqdm(train, desc=f"fine-tuning epoch {epoch + 1}/{cfg['epochs']}", unit="batch", leave=False):
+            loss = loss_fn(forward(x.to(device)).float(), y.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        logits, rows = window_outputs(forward, task.val, task, device)
+        val = macro_auc(task.val.labels, record_scores(logits, rows, len(task.val.cache), task.aggregate), task.classes)
+        history.append({"epoch": epoch + 1, "train_loss": loss.item(), "val_macro_auc": val["macro_auc"]})
+        if best is None or val["macro_auc"] > best[0]["macro_auc"]:
+            best = (val, epoch + 1, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[2])
+    model.eval()
+    logits, rows = window_outputs(forward, task.test, task, device)
+    test = macro_auc(task.test.labels, record_scores(logits, rows, len(task.test.cache), task.aggregate), task.classes)
+    return {"val": best[0], "test": test, "best_epoch": best[1], "history": history}
+
+
+PROTOCOLS = {"linear", "finetune"}

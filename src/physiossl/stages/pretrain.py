@@ -1,0 +1,76 @@
+"""Pretraining stage: a method on the crops of a store's pretraining folds → ``encoder.pt``.
+
+Lightning checkpoints go to ``<out dir>/lightning/checkpoints`` every epoch; a rerun with the same
+configuration and store resumes from ``last.ckpt``, a rerun with anything changed starts afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from ..data.loading import CropDataset, SignalCache, collate_batch
+from ..methods import get_method
+from .common import fingerprint, save_torch_atomic, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run(view: dict, method: str, store: Path, out: Path) -> dict:
+    """``view`` is the pretrain stage's config view (see :func:`physiossl.config.stage_view`)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    p, trainer_cfg = view["pretrain"], view["pretrain"]["trainer"]
+    out = Path(out)
+    started = time.time()
+    L.seed_everything(view["seed"], workers=True, verbose=False)
+    cache = SignalCache(store, folds=p["folds"], mode=p["cache"], cache_dir=out.parent / "cache")
+    crop = int(round(p["crop_s"] * cache.fs))
+    dataset = CropDataset(cache, crop)
+    batch_size = min(trainer_cfg["batch_size"], len(dataset))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=collate_batch,
+                        num_workers=trainer_cfg["num_workers"], persistent_workers=trainer_cfg["num_workers"] > 0)
+    model = get_method(method)(encoder=p["encoder"], cfg=p["methods"][method], in_channels=cache.data.shape[1])
+
+    workdir = out.parent / "lightning"
+    run_id = fingerprint(view, method, str(Path(store).resolve()), cache.attrs.get("created_at"))
+    stamp = workdir / "fingerprint.txt"
+    if workdir.exists() and (not stamp.exists() or stamp.read_text() != run_id):
+        log.info("configuration or data changed since the checkpoints in %s were written: starting afresh", workdir)
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(run_id)
+    last = workdir / "checkpoints" / "last.ckpt"
+    trainer = L.Trainer(
+        max_epochs=trainer_cfg["max_epochs"], accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"],
+        precision=trainer_cfg["precision"], deterministic="warn", default_root_dir=workdir,
+        logger=CSVLogger(workdir, name="log"), log_every_n_steps=trainer_cfg["log_every_n_steps"],
+        callbacks=[ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)],
+        enable_model_summary=False,
+    )
+    resumed = last.exists()
+    if resumed:
+        log.info("resuming from %s", last)
+    trainer.fit(model, loader, ckpt_path=str(last) if resumed else None)
+
+    payload = {
+        "encoder": p["encoder"], "method": method, "state_dict": model.encoder.state_dict(),
+        "in_channels": cache.data.shape[1], "fs": cache.fs, "crop": crop, "run_id": run_id,
+    }
+    save_torch_atomic(payload, out)
+    summary = {
+        "method": method, "encoder": p["encoder"], "store": str(store), "folds": p["folds"],
+        "n_records": len(dataset), "crop_samples": crop, "epochs": trainer.current_epoch,
+        "steps": trainer.global_step, "final_train_loss": float(trainer.callback_metrics.get("train_loss_epoch", float("nan"))),
+        "resumed": resumed, "seconds": round(time.time() - started, 1), "run_id": run_id,
+        "metrics_csv": str(Path(trainer.logger.log_dir) / "metrics.csv"),
+    }
+    write_json(out.with_suffix(".json"), summary)
+    return summary

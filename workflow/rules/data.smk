@@ -1,0 +1,51 @@
+# Raw trees (generated for the demo or downloaded) and their conversion into stores.
+
+
+rule demo_data:
+    output:
+        directory(f"{DATA}/raw/{{dataset}}"),
+    input:
+        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/synth.py"),
+    wildcard_constraints:
+        dataset=one_of(datasets_in_mode("demo")),
+    params:
+        cfg=lambda wc: stage_view(config, "demo_data", dataset=wc.dataset),
+        source=lambda wc: source_of(wc.dataset),
+        n_records=lambda wc: config["datasets"][wc.dataset]["demo"]["n_records"],
+        seed=config["seed"],
+    shell:
+        "physiossl demo {params.source} --out {output} --n-records {params.n_records} --seed {params.seed}"
+
+
+rule download_data:
+    output:
+        directory(f"{DATA}/raw/{{dataset}}"),
+    input:
+        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/fetch.py"),
+    wildcard_constraints:
+        dataset=one_of(datasets_in_mode("download")),
+    params:
+        cfg=lambda wc: stage_view(config, "download_data", dataset=wc.dataset),
+        source=lambda wc: source_of(wc.dataset),
+        url=lambda wc: config["datasets"][wc.dataset]["download"]["url"],
+    shell:
+        "physiossl download {params.source} --out {output} --url {params.url}"
+
+
+rule convert:
+    output:
+        store=directory(f"{DATA}/stores/{{dataset}}_{{fs}}hz.zarr"),
+        quarantine=f"{DATA}/stores/{{dataset}}_{{fs}}hz.zarr.quarantine.csv",
+    input:
+        raw=lambda wc: raw_path(wc.dataset),
+        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/store.py"),
+    wildcard_constraints:
+        dataset=one_of(config["datasets"]),
+        fs=r"\d+",
+    params:
+        cfg=lambda wc: stage_view(config, "convert", dataset=wc.dataset),
+        source=lambda wc: source_of(wc.dataset),
+        max_quarantine=lambda wc: config["datasets"][wc.dataset]["max_quarantine_fraction"],
+    shell:
+        "physiossl convert {params.source} --raw {input.raw} --out {output.store} --fs {wildcards.fs}"
+        " --max-quarantine {params.max_quarantine}"

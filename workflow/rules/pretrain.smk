@@ -1,0 +1,22 @@
+# Self-supervised pretraining of one method (GPU job on a cluster).
+
+
+rule pretrain:
+    output:
+        encoder=f"{RESULTS}/pretrain/{{method}}/encoder.pt",
+        summary=f"{RESULTS}/pretrain/{{method}}/encoder.json",
+    input:
+        store=store_path(config["pretrain"]["dataset"]),
+        code=lambda wc: code("models", "losses", "augment", "data/loading.py", "methods/__init__.py",
+                             "methods/base.py", f"methods/{wc.method}.py", "stages/pretrain.py"),
+    wildcard_constraints:
+        method=one_of(m for m in config["experiment"]["methods"] if m != RANDOM_INIT),
+    params:
+        cfg=lambda wc: stage_view(config, "pretrain", method=wc.method),
+    resources:
+        gpu=resources_of("pretrain")["gpu"],
+        mem_mb=resources_of("pretrain")["mem_mb"],
+        runtime=resources_of("pretrain")["runtime"],
+    shell:
+        "physiossl pretrain --configfile {CONFIGFILE} --method {wildcards.method} --store {input.store}"
+        " --out {output.encoder}"
