@@ -38,6 +38,13 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+localrules:
+    all,
+    demo_data,
+    download_data,
+    report,
+
+
 rule all:
     default_target: True
     input:

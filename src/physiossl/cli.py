@@ -136,12 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("lightning.pytorch", "lightning.fabric", "snakemake"):
+        logging.getLogger(name).propagate = False  # they have their own handlers
     try:
         result = args.func(args)
     except ConfigError as exc:
         print(f"physiossl: error: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if args.verbose:
+            raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"physiossl {args.command}: error: {message}", file=sys.stderr)
         return 1

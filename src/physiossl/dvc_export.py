@@ -61,7 +61,7 @@ def export_dvc_yaml(configfile: Path, snakefile: Path = Path("Snakefile")) -> st
     config_rel = os.path.relpath(config_abs, root)
     config = load_config(config_abs)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        jobs = _dag_jobs(Path(config_rel), snakefile)
+        jobs = _dag_jobs(config_abs, snakefile)
     stages = {}
     for job in sorted(jobs, key=lambda j: (j["order"], sorted(j["wildcards"].items()))):
         name = "-".join([job["rule"], *(str(v) for _, v in sorted(job["wildcards"].items()))])

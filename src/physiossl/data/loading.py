@@ -1,8 +1,8 @@
 """The training data path: a store is read once, in chunk-aligned blocks, into RAM or a local memmap;
 crops and windows are cut from there with vectorised indexing.
 
-zarr-python pays about a millisecond per read, so per-sample reads from the store would be ~100x slower
-than a memmap. :class:`SignalCache` holds the selected records contiguously; :class:`CropDataset` and
+zarr-python pays one to several milliseconds per read, so per-sample reads from the store would be
+hundreds of times slower than a memmap. :class:`SignalCache` holds the selected records contiguously; :class:`CropDataset` and
 :class:`WindowDataset` implement ``__getitems__`` so a DataLoader fetches a whole batch in one call.
 """
 
@@ -92,9 +92,12 @@ def crop_batch(data: np.ndarray, lengths: np.ndarray, rows: np.ndarray, crop: in
     """Random crops of ``crop`` samples from the valid part of each selected record (zero-padded if shorter)."""
     valid = np.maximum(lengths[rows] - crop, 0)
     starts = (torch.rand(len(rows), generator=generator).numpy() * (valid + 1)).astype(np.int64)
-    offsets = starts[:, None] + np.arange(crop)[None, :]
-    offsets = np.minimum(offsets, data.shape[2] - 1)
-    out = data[rows[:, None, None], np.arange(data.shape[1])[None, :, None], offsets[:, None, :]]
+    if crop <= data.shape[2]:
+        # a strided view of all windows: the gather copies contiguous runs (~5x faster than per-element indexing)
+        out = np.lib.stride_tricks.sliding_window_view(data, crop, axis=2)[rows, :, starts]
+    else:
+        offsets = np.minimum(starts[:, None] + np.arange(crop)[None, :], data.shape[2] - 1)
+        out = data[rows[:, None, None], np.arange(data.shape[1])[None, :, None], offsets[:, None, :]]
     short = lengths[rows] < crop
     if short.any():
         mask = np.arange(crop)[None, :] < lengths[rows][:, None]

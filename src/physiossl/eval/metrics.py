@@ -24,6 +24,7 @@ def macro_auc(y_true: np.ndarray, y_score: np.ndarray, classes: list[str]) -> di
             excluded[name] = "no negatives"
         else:
             target = torch.as_tensor(y_true[:, k], dtype=torch.long)
-            per_class[name] = float(binary_auroc(y_score[:, k], target))
+            # torchmetrics integrates in float32: a perfect ranking can come out as 1.0000001; clip to [0, 1]
+            per_class[name] = min(max(float(binary_auroc(y_score[:, k], target)), 0.0), 1.0)
     value = float(np.mean(list(per_class.values()))) if per_class else float("nan")
     return {"macro_auc": value, "per_class_auc": per_class, "excluded": excluded, "n_scored": len(per_class)}

@@ -275,7 +275,10 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
 
 
 def _parse_codes(text: str) -> list[str]:
-    value = ast.literal_eval(text) if isinstance(text, str) else None
+    try:
+        value = ast.literal_eval(text) if isinstance(text, str) else None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise ValueError(f"scp_codes is not a dict literal: {text!r} ({type(exc).__name__}: {exc})") from exc
     if not isinstance(value, dict):
         raise ValueError(f"scp_codes is not a dict literal: {text!r}")
     return [str(k) for k in value]

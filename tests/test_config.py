@@ -1,0 +1,71 @@
+"""Configuration validation: wrong keys and values fail with a message that names them."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from physiossl.cli import main
+from physiossl.config import ConfigError, load_config, stage_view, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper_ecg.yaml"])
+def test_shipped_configs_are_valid(name):
+    assert load_config(REPO / "config" / name)["name"]
+
+
+def test_unknown_key_is_named(config):
+    config["pretrain"]["trainer"]["max_epoch"] = 5
+    with pytest.raises(ConfigError, match=r"pretrain\.trainer.*'max_epoch' was unexpected"):
+        validate_config(config)
+
+
+def test_wrong_value_is_named(config):
+    config["evaluate"]["aggregate"] = "median"
+    with pytest.raises(ConfigError, match=r"config key 'evaluate\.aggregate'.*median"):
+        validate_config(config)
+
+
+def test_unknown_method_and_dataset_are_named(config):
+    bad = copy.deepcopy(config)
+    bad["experiment"]["methods"] = ["simclr", "byol"]
+    with pytest.raises(ConfigError, match="method 'byol' has no entry"):
+        validate_config(bad)
+    bad = copy.deepcopy(config)
+    bad["pretrain"]["dataset"] = "chapman"
+    with pytest.raises(ConfigError, match="unknown dataset 'chapman'"):
+        validate_config(bad)
+
+
+def test_pretraining_on_held_out_folds_is_refused(config):
+    config["pretrain"]["folds"] = list(range(1, 11))
+    with pytest.raises(ConfigError, match=r"pretrain\.folds.*\[9, 10\].*leak"):
+        validate_config(config)
+
+
+def test_stage_view_holds_only_the_declared_keys(config):
+    view = stage_view(validate_config(config), "evaluate", protocol="linear")
+    assert set(view["evaluate"]) == {"dataset", "label_set", "train_folds", "val_fold", "test_fold", "window_s",
+                                     "stride_s", "aggregate", "batch_size", "linear"}
+    assert "methods" not in view["pretrain"] and "finetune" not in view["evaluate"]
+
+
+def test_cli_reports_config_errors_with_the_file(tmp_path, config, capsys):
+    config["evaluate"]["linear"]["epochs"] = 0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "evaluate.linear.epochs" in err
+    assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
