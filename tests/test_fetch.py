@@ -503,3 +503,25 @@ def test_verify_sha256sums_reports_missing_and_binary_marker(tmp_path):
     with pytest.raises(DownloadError) as info:
         verify_sha256sums(root)
     assert CORRUPTED_REL in str(info.value) and "missing" in str(info.value)
+
+
+def test_cli_download_then_convert_ptbxl(server, tmp_path, capsys):
+    """`physiossl download ptbxl` through a truncated transfer, then `physiossl convert` of the tree."""
+    from physiossl.cli import main
+    from physiossl.data.store import open_store
+
+    archive = make_zip(fixture_files(), tmp_path / "build.zip")
+    url = server.serve(ARCHIVE_NAME, archive)
+    server.state.cut_after, server.state.cut_requests = len(archive) // 2, 1
+    raw = tmp_path / "data" / "raw" / "ptbxl"
+    assert main(["download", "ptbxl", "--out", str(raw), "--url", url, "--no-progress"]) == 0
+    assert_tree_matches_fixtures(raw)
+    assert any(r["range"] for r in server.state.gets())
+    store = tmp_path / "data" / "stores" / "ptbxl_100hz.zarr"
+    assert main(["convert", "ptbxl", "--raw", str(raw), "--out", str(store), "--max-quarantine", "0"]) == 0
+    assert open_store(store).attrs["n_records"] == 3
+    capsys.readouterr()
+
+    url = server.serve("broken.zip", b"this is not a zip archive")
+    assert main(["download", "ptbxl", "--out", str(tmp_path / "other"), "--url", url, "--no-progress"]) == 1
+    assert "broken.zip" in capsys.readouterr().err

@@ -29,6 +29,8 @@ def tiny_config() -> dict:
     config["pretrain"]["trainer"].update(max_epochs=1, batch_size=64)
     config["evaluate"]["linear"]["epochs"] = 3
     config["evaluate"]["finetune"]["epochs"] = 1
+    for stage in ("pretrain", "evaluate"):
+        config["resources"][stage]["threads"] = 1
     return config
 
 
@@ -157,3 +159,23 @@ def test_snakemake_rejects_config_overrides(tmp_path):
     project = make_project(tmp_path, "override")
     proc = snakemake(project, "-n", "--config", "seed=3", check=False)
     assert proc.returncode != 0 and "--config overrides" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_project_workflow_runs_through_the_slurm_profile(tmp_path):
+    from test_slurm_profile import STUBS, run_with_slurm_stubs
+
+    config = tiny_config()
+    config["resources"]["pretrain"] = {"threads": 1, "gpu": 1, "mem_mb": 3000, "runtime": 45}
+    project = make_project(tmp_path, "cluster", config)
+    path = os.pathsep.join([str(STUBS), str(BIN), os.environ.get("PATH", "")])
+    proc, calls = run_with_slurm_stubs(
+        ["--configfile", "config/tiny.yaml", "--retries", "0", "results/tiny/pretrain/simclr/encoder.pt"],
+        project, tmp_path, env={"PATH": path, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (project / "results/tiny/pretrain/simclr/encoder.pt").exists()
+    rules = [argv[argv.index("--comment") + 1].split("_wildcards_")[0].removeprefix("rule_") for argv in calls]
+    assert rules == ["convert", "pretrain"], rules  # demo_data is a local rule
+    pretrain_argv = " ".join(calls[1])
+    assert "--gpus=1" in pretrain_argv and "--mem 3000" in pretrain_argv and "-t 45" in pretrain_argv
+    assert "--gpus" not in " ".join(calls[0])

@@ -18,6 +18,7 @@ rule evaluate:
     params:
         cfg=lambda wc: stage_view(config, "evaluate", protocol=wc.protocol),
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
+    threads: resources_of("evaluate")["threads"]
     resources:
         gpu=resources_of("evaluate")["gpu"],
         mem_mb=resources_of("evaluate")["mem_mb"],

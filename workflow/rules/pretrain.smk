@@ -13,6 +13,7 @@ rule pretrain:
         method=one_of(m for m in config["experiment"]["methods"] if m != RANDOM_INIT),
     params:
         cfg=lambda wc: stage_view(config, "pretrain", method=wc.method),
+    threads: resources_of("pretrain")["threads"]
     resources:
         gpu=resources_of("pretrain")["gpu"],
         mem_mb=resources_of("pretrain")["mem_mb"],

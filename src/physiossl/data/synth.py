@@ -130,4 +130,21 @@ def synthesize(spec: EcgSpec, rng: np.random.Generator, fs: int = FS) -> np.ndar
     x += rng.uniform(0.02, 0.15) * np.sin(2 * np.pi * wander_f * t + rng.uniform(0, 6.3, (12, 1)))
     x += 0.01 * np.sin(2 * np.pi * 50.0 * t)[None, :] * rng.uniform(0, 1)
     x += rng.normal(0, 0.015, x.shape)
+    x += _artifacts(rng, n, fs)
     return x.astype(np.float32)
+
+
+def _artifacts(rng: np.random.Generator, n: int, fs: int) -> np.ndarray:
+    """Transient artifacts as in real recordings (electrode pops, motion bursts): a few short,
+    large deflections at random times in random leads, unrelated to any statement."""
+    out = np.zeros((12, n))
+    for _ in range(rng.poisson(3.0)):
+        length = int(rng.uniform(0.05, 0.4) * fs)
+        start = int(rng.integers(0, n - length))
+        leads = rng.random(12) < 0.4
+        if rng.random() < 0.5:   # electrode pop: a step that decays
+            shape = np.exp(-np.arange(length) / (0.3 * length))
+        else:                    # motion burst: windowed broadband noise
+            shape = np.hanning(length) * rng.normal(0, 1, length)
+        out[leads, start:start + length] += rng.uniform(0.5, 2.0) * rng.choice([-1, 1]) * shape
+    return out

@@ -31,7 +31,7 @@ def run(view: dict, method: str, store: Path, out: Path) -> dict:
     out = Path(out)
     started = time.time()
     L.seed_everything(view["seed"], workers=True, verbose=False)
-    cache = SignalCache(store, folds=p["folds"], mode=p["cache"], cache_dir=out.parent / "cache")
+    cache = SignalCache(store, folds=p["folds"], mode=p["cache"])
     crop = int(round(p["crop_s"] * cache.fs))
     dataset = CropDataset(cache, crop)
     batch_size = min(trainer_cfg["batch_size"], len(dataset))
@@ -52,7 +52,8 @@ def run(view: dict, method: str, store: Path, out: Path) -> dict:
         max_epochs=trainer_cfg["max_epochs"], accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"],
         precision=trainer_cfg["precision"], deterministic="warn", default_root_dir=workdir,
         logger=CSVLogger(workdir, name="log"), log_every_n_steps=trainer_cfg["log_every_n_steps"],
-        callbacks=[ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)],
+        callbacks=[ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=1, every_n_epochs=1,
+                                   enable_version_counter=False)],
         enable_model_summary=False,
     )
     resumed = last.exists()
