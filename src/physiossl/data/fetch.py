@@ -19,7 +19,6 @@ names the URL or file concerned.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -34,6 +33,8 @@ from urllib.parse import unquote, urlsplit
 import requests
 import urllib3
 from tqdm.auto import tqdm
+
+from .files import replace_path, sha256_file
 
 __all__ = [
     "DownloadError",
@@ -71,14 +72,6 @@ class _Retryable(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _sha256_file(path: Path, block_size: int = _HASH_BLOCK) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -180,7 +173,7 @@ def _attempt(
             if total is None:
                 total = _remote_size(session, url, timeout)
             if total is None and expected_sha256 is not None:
-                if _sha256_file(part) == expected_sha256.lower():
+                if sha256_file(part) == expected_sha256.lower():
                     return
             elif total == offset:
                 log.info("%s: partial file %s is already complete (%d bytes)", url, part, offset)
@@ -271,7 +264,7 @@ def download_file(
         if expected is None:
             log.debug("%s already exists; skipping download", dest)
             return dest
-        actual = _sha256_file(dest)
+        actual = sha256_file(dest)
         if actual == expected:
             log.debug("%s already exists with matching SHA-256; skipping download", dest)
             return dest
@@ -317,7 +310,7 @@ def download_file(
                 raise DownloadError(f"{url}: {exc}") from exc
 
     if expected is not None:
-        actual = _sha256_file(part)
+        actual = sha256_file(part)
         if actual != expected:
             _unlink_quietly(part)
             raise DownloadError(
@@ -445,7 +438,7 @@ def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt") -> int:
             problems.append(f"{rel}: missing (expected sha256 {expected})")
             continue
         try:
-            actual = _sha256_file(path)
+            actual = sha256_file(path)
         except OSError as exc:
             problems.append(f"{rel}: unreadable ({exc})")
             continue
@@ -472,23 +465,6 @@ def _archive_name(url: str) -> str:
     if not name or name in (".", ".."):
         raise DownloadError(f"{url}: cannot derive an archive file name from the URL path")
     return name
-
-
-def _install_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing an existing ``dst`` (old one removed last)."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    if old.exists():
-        shutil.rmtree(old)
-    os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(old, dst)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def fetch_archive_tree(
@@ -537,7 +513,7 @@ def fetch_archive_tree(
             verify_sha256sums(tree, sums_file)
 
         try:
-            _install_dir(tree, out_dir)
+            replace_path(tree, out_dir)
         except OSError as exc:
             raise DownloadError(
                 f"cannot install extracted tree {tree} as {out_dir}: {exc}"

@@ -10,8 +10,6 @@ so a killed conversion never leaves a store that looks complete.
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -22,6 +20,7 @@ import numpy as np
 import zarr
 
 from .. import __version__
+from .files import atomic_dir, replace_path, tmp_sibling
 
 ECG_SCHEMA = "physiossl.ecg/1"
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -37,50 +36,10 @@ class StoreError(ValueError):
     """A store does not follow the contract."""
 
 
-def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def replace_path(tmp: Path, final: Path) -> None:
-    """Move a finished file or directory into place, replacing an older one."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
-
-
-@contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``final`` only if the block succeeds."""
-    final = Path(final)
-    tmp = _tmp_sibling(final)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_path(tmp, final)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = _tmp_sibling(path)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text)
-    replace_path(tmp, path)
-
-
 def write_quarantine(path: Path, entries: Sequence[tuple[str, str]]) -> None:
     """Write ``<store>.quarantine.csv`` (record, reason), atomically; written even when empty."""
     path = Path(path)
-    tmp = _tmp_sibling(path)
+    tmp = tmp_sibling(path)
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["record", "reason"])

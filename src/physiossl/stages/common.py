@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.store import write_text_atomic
+from ..data.files import write_text_atomic
 
 
 def fingerprint(*parts) -> str:

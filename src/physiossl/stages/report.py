@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..data.store import replace_path, write_text_atomic
+from ..data.files import replace_path, write_text_atomic
 from ..report.figures import macro_auc_bars
 from ..report.tables import load_results, to_markdown
 

@@ -7,7 +7,6 @@ Tree layout: ``ptbxl_database.csv``, ``scp_statements.csv``, ``records100/NNNNN/
 from __future__ import annotations
 
 import ast
-import hashlib
 import logging
 import math
 from fractions import Fraction
@@ -21,7 +20,8 @@ from scipy.signal import decimate, resample_poly
 from tqdm import tqdm
 
 from ..fetch import fetch_archive_tree
-from ..store import LEADS, EcgStoreWriter, atomic_dir, quarantine_path, write_quarantine
+from ..files import atomic_dir, sha256_file
+from ..store import LEADS, EcgStoreWriter, quarantine_path, write_quarantine
 from .. import synth
 from . import ConversionError
 
@@ -125,16 +125,8 @@ def demo(out_dir: Path, n_records: int = 1500, seed: int = 0) -> Path:
     return Path(out_dir)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_sha256sums(root: Path) -> None:
-    lines = [f"{_sha256(p)}  {p.relative_to(root).as_posix()}"
+    lines = [f"{sha256_file(p)}  {p.relative_to(root).as_posix()}"
              for p in sorted(root.rglob("*")) if p.is_file() and p.name != "SHA256SUMS.txt"]
     (root / "SHA256SUMS.txt").write_text("\n".join(lines) + "\n")
 
@@ -291,7 +283,7 @@ def _patient(value) -> str:
 
 
 def _provenance(raw_dir: Path, column: str, resampled: bool, native: int, fs: int) -> dict:
-    files = {name: _sha256(raw_dir / name) for name in ("ptbxl_database.csv", "scp_statements.csv", "SHA256SUMS.txt")
+    files = {name: sha256_file(raw_dir / name) for name in ("ptbxl_database.csv", "scp_statements.csv", "SHA256SUMS.txt")
              if (raw_dir / name).is_file()}
     return {"raw_dir": str(raw_dir), "files_sha256": files, "records_from": NATIVE_RATES[native][1],
             "resampling": f"resample_poly {native} Hz → {fs} Hz" if resampled else "none"}
