@@ -42,8 +42,8 @@ def test_unknown_method_and_dataset_are_named(config):
     with pytest.raises(ConfigError, match="method 'byol' has no entry"):
         validate_config(bad)
     bad = copy.deepcopy(config)
-    bad["pretrain"]["dataset"] = "chapman"
-    with pytest.raises(ConfigError, match="unknown dataset 'chapman'"):
+    bad["pretrain"]["dataset"] = "nonexistent"
+    with pytest.raises(ConfigError, match="unknown dataset or pool 'nonexistent'"):
         validate_config(bad)
 
 

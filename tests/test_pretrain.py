@@ -34,8 +34,8 @@ def view(configfile: Path) -> dict:
 @pytest.mark.slow
 def test_pretraining_is_deterministic_under_a_seed(tmp_path, demo_store):
     cfg = tiny_config(tmp_path)
-    a = pretrain.run(view(cfg), "simclr", demo_store, tmp_path / "a" / "encoder.pt")
-    b = pretrain.run(view(cfg), "simclr", demo_store, tmp_path / "b" / "encoder.pt")
+    a = pretrain.run(view(cfg), "simclr", [demo_store], demo_store, tmp_path / "a" / "encoder.pt")
+    b = pretrain.run(view(cfg), "simclr", [demo_store], demo_store, tmp_path / "b" / "encoder.pt")
     wa = torch.load(tmp_path / "a" / "encoder.pt", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "b" / "encoder.pt", weights_only=True)["state_dict"]
     assert a["steps"] == b["steps"] > 0 and a["final_train_loss"] == b["final_train_loss"]
@@ -49,7 +49,7 @@ def test_pretraining_resumes_after_a_kill_and_restarts_after_a_config_change(tmp
     cfg = tiny_config(tmp_path, max_epochs=20)
     out = tmp_path / "run" / "encoder.pt"
     cmd = [sys.executable, "-m", "physiossl.cli", "pretrain", "--configfile", str(cfg), "--method", "simclr",
-           "--store", str(demo_store), "--out", str(out)]
+           "--store", str(demo_store), "--eval-store", str(demo_store), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = out.parent / "lightning" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
@@ -61,10 +61,10 @@ def test_pretraining_resumes_after_a_kill_and_restarts_after_a_config_change(tmp
     assert not out.exists(), "a killed run must not leave a final encoder"
     killed_at = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert killed_at < 19
-    summary = pretrain.run(view(cfg), "simclr", demo_store, out)
+    summary = pretrain.run(view(cfg), "simclr", [demo_store], demo_store, out)
     assert summary["resumed"] and summary["epochs"] == 20
     assert out.exists()
 
     changed = tiny_config(tmp_path, max_epochs=2)
-    summary = pretrain.run(view(changed), "simclr", demo_store, out)
+    summary = pretrain.run(view(changed), "simclr", [demo_store], demo_store, out)
     assert not summary["resumed"] and summary["epochs"] == 2

@@ -129,7 +129,7 @@ def test_committed_dvc_yaml_is_the_export_of_the_paper_config():
     assert {"download_data-ptbxl", "convert-ptbxl-100", "pretrain-simclr", "report"} <= set(stages)
     assert stages["pretrain-simclr"]["params"] == [{"config/paper_ecg.yaml": [
         "seed", "pretrain.dataset", "pretrain.folds", "pretrain.encoder", "pretrain.crop_s", "pretrain.cache",
-        "pretrain.trainer", "pretrain.methods.simclr"]}]
+        "pretrain.trainer", "pretrain.methods.simclr", "evaluate.dataset", "evaluate.val_fold", "evaluate.test_fold"]}]
     assert "src/physiossl/models/xresnet1d.py" in stages["pretrain-simclr"]["deps"]
 
 

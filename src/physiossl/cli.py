@@ -35,7 +35,7 @@ def _cmd_convert(args) -> dict:
 def _cmd_pretrain(args) -> dict:
     from .stages import pretrain
     view = stage_view(load_config(args.configfile), "pretrain", method=args.method)
-    return pretrain.run(view, args.method, Path(args.store), Path(args.out))
+    return pretrain.run(view, args.method, [Path(s) for s in args.store], Path(args.eval_store), Path(args.out))
 
 
 def _cmd_evaluate(args) -> dict:
@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="self-supervised pretraining of one method")
     p.add_argument("--configfile", required=True)
     p.add_argument("--method", required=True)
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", required=True, nargs="+", help="the store, or the stores of a pool")
+    p.add_argument("--eval-store", required=True,
+                   help="the evaluation store whose validation and test records are held out of pretraining")
     p.add_argument("--out", required=True, help="encoder checkpoint (.pt)")
     p.set_defaults(func=_cmd_pretrain)
 

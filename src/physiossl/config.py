@@ -40,12 +40,27 @@ def validate_config(config: dict, source: str = "<config>") -> dict:
     return config
 
 
+def pretrain_members(config: dict) -> list[str]:
+    """The datasets that pretraining reads: ``pretrain.dataset`` itself, or the members of that pool."""
+    name = config["pretrain"]["dataset"]
+    return list(config.get("pools", {}).get(name, [name]))
+
+
 def _check_cross_keys(config: dict, source: str) -> None:
     problems = []
-    for section in ("pretrain", "evaluate"):
-        name = config[section]["dataset"]
-        if name not in config["datasets"]:
-            problems.append(f"config key '{section}.dataset': unknown dataset '{name}' (defined: {sorted(config['datasets'])})")
+    datasets, pools = config["datasets"], config.get("pools", {})
+    for pool, members in pools.items():
+        if pool in datasets:
+            problems.append(f"config key 'pools.{pool}': a pool cannot have the name of a dataset")
+        for member in members:
+            if member not in datasets:
+                problems.append(f"config key 'pools.{pool}': unknown dataset '{member}' (defined: {sorted(datasets)})")
+    if config["pretrain"]["dataset"] not in datasets and config["pretrain"]["dataset"] not in pools:
+        problems.append(f"config key 'pretrain.dataset': unknown dataset or pool '{config['pretrain']['dataset']}' "
+                        f"(datasets: {sorted(datasets)}, pools: {sorted(pools)})")
+    if config["evaluate"]["dataset"] not in datasets:
+        problems.append(f"config key 'evaluate.dataset': unknown dataset '{config['evaluate']['dataset']}' "
+                        f"(defined: {sorted(datasets)})")
     for method in config["experiment"]["methods"]:
         if method != RANDOM_INIT and method not in config["pretrain"]["methods"]:
             problems.append(
@@ -57,7 +72,7 @@ def _check_cross_keys(config: dict, source: str) -> None:
         problems.append("config key 'evaluate.test_fold': must differ from 'evaluate.val_fold'")
     if held_out & set(ev["train_folds"]):
         problems.append(f"config key 'evaluate.train_folds': contains held-out fold(s) {sorted(held_out & set(ev['train_folds']))}")
-    if config["pretrain"]["dataset"] == ev["dataset"] and held_out & set(config["pretrain"]["folds"]):
+    if ev["dataset"] in pretrain_members(config) and held_out & set(config["pretrain"]["folds"]):
         problems.append(
             "config key 'pretrain.folds': pretraining on the evaluation's validation/test fold(s) "
             f"{sorted(held_out & set(config['pretrain']['folds']))} would leak them into the representation"
@@ -91,9 +106,13 @@ def stage_keys(config: dict, stage: str, method: str | None = None, protocol: st
     if stage == "convert":
         return [f"datasets.{dataset}.source", f"datasets.{dataset}.fs", f"datasets.{dataset}.max_quarantine_fraction"]
     if stage == "pretrain":
+        pool = config["pretrain"]["dataset"]
         return [
-            "seed", "pretrain.dataset", "pretrain.folds", "pretrain.encoder", "pretrain.crop_s",
-            "pretrain.cache", "pretrain.trainer", f"pretrain.methods.{method}",
+            "seed", "pretrain.dataset", *([f"pools.{pool}"] if pool in config.get("pools", {}) else []),
+            "pretrain.folds", "pretrain.encoder", "pretrain.crop_s", "pretrain.cache", "pretrain.trainer",
+            f"pretrain.methods.{method}",
+            # the leakage guard holds out the evaluation's validation and test records
+            "evaluate.dataset", "evaluate.val_fold", "evaluate.test_fold",
         ]
     if stage == "evaluate":
         keys = [

@@ -47,7 +47,7 @@ def _dag_jobs(configfile: Path, snakefile: Path):
                 "rule": job.rule.name,
                 "wildcards": dict(job.wildcards_dict),
                 "cmd": " ".join(job.shellcmd.split()),
-                "deps": [str(f) for f in job.input],
+                "deps": list(dict.fromkeys(str(f) for f in job.input)),
                 "outs": [str(f) for f in job.output],
                 "order": rule_order[job.rule.name],
             })

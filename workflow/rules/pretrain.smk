@@ -6,7 +6,8 @@ rule pretrain:
         encoder=f"{RESULTS}/pretrain/{{method}}/encoder.pt",
         summary=f"{RESULTS}/pretrain/{{method}}/encoder.json",
     input:
-        store=store_path(config["pretrain"]["dataset"]),
+        stores=[store_path(d) for d in pretrain_members(config)],
+        eval_store=store_path(config["evaluate"]["dataset"]),
         code=lambda wc: code("models", "losses", "augment", "data/loading.py", "methods/__init__.py",
                              "methods/base.py", f"methods/{wc.method}.py", "stages/pretrain.py"),
     wildcard_constraints:
@@ -19,5 +20,5 @@ rule pretrain:
         mem_mb=resources_of("pretrain")["mem_mb"],
         runtime=resources_of("pretrain")["runtime"],
     shell:
-        "physiossl pretrain --configfile {CONFIGFILE} --method {wildcards.method} --store {input.store}"
-        " --out {output.encoder}"
+        "physiossl pretrain --configfile {CONFIGFILE} --method {wildcards.method} --store {input.stores}"
+        " --eval-store {input.eval_store} --out {output.encoder}"

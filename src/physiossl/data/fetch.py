@@ -26,6 +26,7 @@ import shutil
 import stat
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import unquote, urlsplit
@@ -383,7 +384,7 @@ def safe_extract_zip(archive: Path, target: Path) -> list[Path]:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(dest, "wb") as out:
                     shutil.copyfileobj(src, out, _HASH_BLOCK)
-            except (zipfile.BadZipFile, EOFError) as exc:
+            except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # zlib: a damaged deflate stream
                 raise CorruptArchiveError(
                     f"{archive}: corrupt member {info.filename!r}: {exc}"
                 ) from exc

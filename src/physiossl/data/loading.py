@@ -10,79 +10,125 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
+import zarr
 from torch.utils.data import Dataset
 
 from .store import open_store
 
 
-class SignalCache:
-    """Signals of selected records of a store, normalised per lead, as a contiguous (n, 12, T) array."""
+@dataclass
+class _Part:
+    path: Path
+    root: zarr.Group
+    attrs: dict
+    index: np.ndarray      # selected rows of this store
+    excluded: int          # rows dropped by the leakage guard
 
-    def __init__(self, store: str | Path, folds: Sequence[int] | None = None, mode: str = "ram",
-                 cache_dir: str | Path | None = None, normalize: bool = True):
-        self.path = Path(store)
-        root = open_store(self.path)
-        self.attrs = dict(root.attrs)
-        self.fs = float(self.attrs["fs"])
-        fold = root["meta/fold"][:]
-        self.index = np.flatnonzero(np.isin(fold, list(folds))) if folds is not None else np.arange(len(fold))
-        self.lengths = root["lengths"][:][self.index].astype(np.int64)
-        self.record_ids = root["meta/record_id"][:][self.index]
-        self.root = root
-        sig = root["signals"]
-        shape = (len(self.index), sig.shape[1], sig.shape[2])
-        mean = np.asarray(self.attrs["norm"]["mean"], np.float32)[None, :, None] if normalize else None
-        std = np.asarray(self.attrs["norm"]["std"], np.float32)[None, :, None] if normalize else None
+
+def _select(path: Path, folds: Sequence[int] | None, exclude: Mapping[str, Collection[str]] | None) -> _Part:
+    """Rows of a store in ``folds``, minus the records that ``exclude`` holds out.
+
+    ``exclude`` maps a dataset name to record ids of that dataset that must not be used: a store of that
+    dataset drops them by ``meta/record_id``; any other store drops the records whose ``xref/<dataset>``
+    cross-reference names them (e.g. CinC 2020's copy of PTB-XL).
+    """
+    root = open_store(path)
+    attrs = dict(root.attrs)
+    fold = root["meta/fold"][:]
+    keep = np.isin(fold, list(folds)) if folds is not None else np.ones(len(fold), bool)
+    excluded = 0
+    for dataset, held_out in (exclude or {}).items():
+        if attrs["dataset"] == dataset:
+            hit = np.isin(root["meta/record_id"][:], list(held_out))
+        elif f"xref/{dataset}" in root:
+            hit = np.isin(root[f"xref/{dataset}"][:], list(held_out))
+        else:
+            continue
+        excluded += int((keep & hit).sum())
+        keep &= ~hit
+    return _Part(Path(path), root, attrs, np.flatnonzero(keep), excluded)
+
+
+class SignalCache:
+    """Signals of selected records of one store, or of several (a pool), normalised per lead with each
+    store's own statistics, as one contiguous (n, 12, T) array (T: the longest store's record length)."""
+
+    def __init__(self, store: str | Path | Sequence[str | Path], folds: Sequence[int] | None = None,
+                 mode: str = "ram", cache_dir: str | Path | None = None, normalize: bool = True,
+                 exclude: Mapping[str, Collection[str]] | None = None):
+        stores = [store] if isinstance(store, (str, Path)) else list(store)
+        self.parts = [_select(Path(p), folds, exclude) for p in stores]
+        rates = {float(part.attrs["fs"]) for part in self.parts}
+        if len(rates) != 1:
+            raise ValueError(f"stores {[str(p) for p in stores]} have different sampling rates {sorted(rates)}")
+        first = self.parts[0]
+        self.path, self.root, self.attrs, self.index = first.path, first.root, first.attrs, first.index
+        self.fs = rates.pop()
+        self.excluded = {str(part.path): part.excluded for part in self.parts}
+        self.lengths = np.concatenate([part.root["lengths"][:][part.index] for part in self.parts]).astype(np.int64)
+        self.record_ids = np.concatenate([part.root["meta/record_id"][:][part.index] for part in self.parts])
+        self.datasets = np.concatenate([np.full(len(part.index), part.attrs["dataset"]) for part in self.parts])
+        n_channels = first.root["signals"].shape[1]
+        shape = (len(self.lengths), n_channels, max(part.root["signals"].shape[2] for part in self.parts))
         if mode == "ram":
-            self.data = np.empty(shape, np.float32)
+            self.data = np.zeros(shape, np.float32)
         elif mode == "memmap":
             self.data, reused = self._memmap(shape, cache_dir, normalize)
             if reused:
                 return
         else:
             raise ValueError(f"cache mode must be 'ram' or 'memmap', not {mode!r}")
-        self._fill(sig, mean, std)
+        offset = 0
+        for part in self.parts:
+            self._fill(part, offset, normalize)
+            offset += len(part.index)
         if mode == "memmap":
             self.data.flush()
             Path(str(self._mm_path) + ".ok").touch()
 
     def _memmap(self, shape, cache_dir, normalize) -> tuple[np.memmap, bool]:
-        """A memmap keyed by store, creation time, selection and normalisation; reused once complete."""
+        """A memmap keyed by stores, creation times, selection and normalisation; reused once complete."""
         cache_dir = Path(cache_dir or os.environ.get("PHYSIOSSL_CACHE", Path.home() / ".cache" / "physiossl"))
         cache_dir.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(repr((str(self.path.resolve()), self.attrs.get("created_at"), self.index.tobytes(),
-                                   normalize)).encode()).hexdigest()[:16]
+        key = hashlib.sha256(repr([(str(p.path.resolve()), p.attrs.get("created_at"), p.index.tobytes())
+                                   for p in self.parts] + [normalize]).encode()).hexdigest()[:16]
         self._mm_path = cache_dir / f"{self.path.stem}-{key}.f32"
         reused = Path(str(self._mm_path) + ".ok").exists()
         return np.memmap(self._mm_path, dtype=np.float32, mode="r" if reused else "w+", shape=shape), reused
 
-    def _fill(self, sig, mean, std) -> None:
+    def _fill(self, part: _Part, offset: int, normalize: bool) -> None:
         """Read whole chunks covering the selected records, block by block, and keep the selected ones."""
+        sig = part.root["signals"]
+        if normalize:
+            mean = np.asarray(part.attrs["norm"]["mean"], np.float32)[None, :, None]
+            std = np.asarray(part.attrs["norm"]["std"], np.float32)[None, :, None]
         block = max(sig.chunks[0], 1) * 16
-        n_total = sig.shape[0]
-        pos = 0
-        for start in range(0, n_total, block):
-            stop = min(start + block, n_total)
-            sel = self.index[(self.index >= start) & (self.index < stop)]
+        pos, t = offset, sig.shape[2]
+        for start in range(0, sig.shape[0], block):
+            stop = min(start + block, sig.shape[0])
+            sel = part.index[(part.index >= start) & (part.index < stop)]
             if len(sel) == 0:
                 continue
             values = sig[start:stop][sel - start]
-            if mean is not None:
+            if normalize:
                 values = (values - mean) / std
                 for j, length in enumerate(self.lengths[pos:pos + len(sel)]):
                     values[j, :, length:] = 0.0  # keep the zero padding at zero after normalisation
-            self.data[pos:pos + len(sel)] = values
+            self.data[pos:pos + len(sel), :, :t] = values
             pos += len(sel)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.lengths)
 
     def labels(self, label_set: str) -> tuple[np.ndarray, list[str]]:
+        if len(self.parts) > 1:
+            raise ValueError("labels are read from a single store, not from a pool")
         arr = self.root[f"labels/{label_set}"]
         return arr[:][self.index].astype(np.float32), list(arr.attrs["classes"])
 

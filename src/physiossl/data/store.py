@@ -2,7 +2,9 @@
 
 Layout (see DESIGN.md): ``signals`` float32 (N, 12, T) zero-padded at the end, ``lengths`` int32 (N,),
 ``meta/<column>`` 1-D arrays, ``labels/<set>`` uint8 (N, K) with attrs ``classes``, ``targets/<name>``
-float32 (N,). Signals are chunked per block of records and sharded so that a store of tens of thousands
+float32 (N,), and optionally ``xref/<dataset>`` (N,) strings: the record id of the same recording in
+another dataset ('' where there is none), which the leakage guard of pretraining pools uses (CinC 2020's
+PTB-XL subset → PTB-XL ``ecg_id``). Signals are chunked per block of records and sharded so that a store of tens of thousands
 of records has tens of files. Stores are written to a temporary sibling directory and renamed into place,
 so a killed conversion never leaves a store that looks complete.
 """
@@ -74,6 +76,7 @@ class EcgStoreWriter:
         self.meta: dict[str, list] = {col: [] for col in META_COLUMNS}
         self.labels: dict[str, list[list[str]]] = {}
         self.targets: dict[str, list[float]] = {}
+        self.xrefs: dict[str, list[str]] = {}
         self._sum = np.zeros(len(LEADS))
         self._sumsq = np.zeros(len(LEADS))
         self._count = 0
@@ -94,7 +97,7 @@ class EcgStoreWriter:
         return len(self.lengths)
 
     def append(self, signal: np.ndarray, meta: dict, labels: dict[str, list[str]] | None = None,
-               targets: dict[str, float] | None = None, norm: bool = True) -> None:
+               targets: dict[str, float] | None = None, norm: bool = True, xref: dict[str, str] | None = None) -> None:
         """Add one record: ``signal`` (12, t) float32 in mV, canonical lead order, t <= n_samples."""
         if signal.shape[0] != len(LEADS) or signal.shape[1] > self.n_samples:
             raise StoreError(f"record {meta.get('record_id')}: signal shape {signal.shape} does not fit (12, <= {self.n_samples})")
@@ -109,6 +112,8 @@ class EcgStoreWriter:
             self.labels.setdefault(name, [[] for _ in range(self.n_records - 1)]).append(list(codes))
         for name, value in (targets or {}).items():
             self.targets.setdefault(name, [np.nan] * (self.n_records - 1)).append(float(value))
+        for name, value in (xref or {}).items():
+            self.xrefs.setdefault(name, [""] * (self.n_records - 1)).append(str(value))
         if norm:
             x = signal.astype(np.float64)
             self._sum += x.sum(axis=1)
@@ -156,6 +161,9 @@ class EcgStoreWriter:
         for name, values in self.targets.items():
             values = values + [np.nan] * (n - len(values))
             root.create_array(f"targets/{name}", shape=(n,), dtype="float32", chunks=(n,))[:] = np.asarray(values, np.float32)
+        for name, values in self.xrefs.items():
+            values = values + [""] * (n - len(values))
+            root.create_array(f"xref/{name}", shape=(n,), dtype=str, chunks=(n,))[:] = np.array(values, dtype=str)
         mean = self._sum / max(self._count, 1)
         std = np.sqrt(np.maximum(self._sumsq / max(self._count, 1) - mean**2, 0.0))
         root.attrs.update({

@@ -25,7 +25,8 @@ def load_encoder(checkpoint: Path | None, encoder_name: str, in_channels: int) -
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     encoder = build_encoder(payload["encoder"], payload["in_channels"])
     encoder.load_state_dict(payload["state_dict"])
-    return encoder, {"encoder": payload["encoder"], "init": str(checkpoint), "pretrain_run_id": payload["run_id"]}
+    return encoder, {"encoder": payload["encoder"], "init": str(checkpoint), "pretrain_run_id": payload["run_id"],
+                     "pretrain_leakage": payload.get("leakage")}
 
 
 def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoint: Path | None = None) -> dict:

@@ -13,25 +13,48 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from ..data.loading import CropDataset, SignalCache, collate_batch
+from ..data.store import open_store
 from ..methods import get_method
 from .common import fingerprint, save_torch_atomic, write_json
 
 log = logging.getLogger(__name__)
 
 
-def run(view: dict, method: str, store: Path, out: Path) -> dict:
-    """``view`` is the pretrain stage's config view (see :func:`physiossl.config.stage_view`)."""
+def held_out_records(eval_store: Path, folds: list[int]) -> tuple[str, set[str]]:
+    """The dataset name and record ids of an evaluation store's held-out (validation and test) folds."""
+    root = open_store(eval_store)
+    ids = root["meta/record_id"][:][np.isin(root["meta/fold"][:], folds)]
+    return root.attrs["dataset"], set(ids.tolist())
+
+
+def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path) -> dict:
+    """Pretrain ``method`` on the pretraining folds of ``stores`` (one store or the members of a pool).
+
+    Leakage guard: the validation and test records of the evaluation store are excluded from every store
+    of the pool, by record id in the evaluation dataset's own store and through ``xref/<dataset>`` in
+    the others; the counts are logged and recorded in the summary and the checkpoint.
+    ``view`` is the pretrain stage's config view (see :func:`physiossl.config.stage_view`).
+    """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     p, trainer_cfg = view["pretrain"], view["pretrain"]["trainer"]
     out = Path(out)
     started = time.time()
     L.seed_everything(view["seed"], workers=True, verbose=False)
-    cache = SignalCache(store, folds=p["folds"], mode=p["cache"])
+    ev = view["evaluate"]
+    held_out_folds = [ev["val_fold"], ev["test_fold"]]
+    eval_dataset, held_out = held_out_records(eval_store, held_out_folds)
+    cache = SignalCache(stores, folds=p["folds"], mode=p["cache"], exclude={eval_dataset: held_out})
+    leakage = {"evaluation_dataset": eval_dataset, "held_out_folds": held_out_folds,
+               "held_out_records": len(held_out), "excluded_per_store": cache.excluded,
+               "pretraining_records": len(cache)}
+    log.info("leakage guard: %d held-out %s records (folds %s); excluded from the pool: %s",
+             len(held_out), eval_dataset, held_out_folds, cache.excluded)
     crop = int(round(p["crop_s"] * cache.fs))
     dataset = CropDataset(cache, crop)
     batch_size = min(trainer_cfg["batch_size"], len(dataset))
@@ -40,7 +63,7 @@ def run(view: dict, method: str, store: Path, out: Path) -> dict:
     model = get_method(method)(encoder=p["encoder"], cfg=p["methods"][method], in_channels=cache.data.shape[1])
 
     workdir = out.parent / "lightning"
-    run_id = fingerprint(view, method, str(Path(store).resolve()), cache.attrs.get("created_at"))
+    run_id = fingerprint(view, method, [(str(part.path.resolve()), part.attrs.get("created_at")) for part in cache.parts])
     stamp = workdir / "fingerprint.txt"
     if workdir.exists() and (not stamp.exists() or stamp.read_text() != run_id):
         log.info("configuration or data changed since the checkpoints in %s were written: starting afresh", workdir)
@@ -63,15 +86,15 @@ def run(view: dict, method: str, store: Path, out: Path) -> dict:
 
     payload = {
         "encoder": p["encoder"], "method": method, "state_dict": model.encoder.state_dict(),
-        "in_channels": cache.data.shape[1], "fs": cache.fs, "crop": crop, "run_id": run_id,
+        "in_channels": cache.data.shape[1], "fs": cache.fs, "crop": crop, "run_id": run_id, "leakage": leakage,
     }
     save_torch_atomic(payload, out)
     summary = {
-        "method": method, "encoder": p["encoder"], "store": str(store), "folds": p["folds"],
+        "method": method, "encoder": p["encoder"], "stores": [str(s) for s in stores], "folds": p["folds"],
         "n_records": len(dataset), "crop_samples": crop, "epochs": trainer.current_epoch,
         "steps": trainer.global_step, "final_train_loss": float(trainer.callback_metrics.get("train_loss_epoch", float("nan"))),
         "resumed": resumed, "seconds": round(time.time() - started, 1), "run_id": run_id,
-        "metrics_csv": str(Path(trainer.logger.log_dir) / "metrics.csv"),
+        "metrics_csv": str(Path(trainer.logger.log_dir) / "metrics.csv"), "leakage": leakage,
     }
     write_json(out.with_suffix(".json"), summary)
     return summary
