@@ -1,0 +1,519 @@
+"""Chapman–Shaoxing source: the genuine figshare record and spreadsheets, the ECGData header variant, the demo
+tree, quarantine, folds, download from a local stand-in host, CLI, and the PhysioNet WFDB release."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import http.server
+import re
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.io import loadmat
+from scipy.signal import resample_poly
+
+from physiossl.cli import main
+from physiossl.data.fetch import DownloadError, verify_sha256sums
+from physiossl.data.sources import ConversionError, chapman
+from physiossl.data.store import open_store, quarantine_path, read_labels, read_meta
+
+RECORD = "MUSE_20180111_155115_19000"
+CANONICAL = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_quarantine(store: Path) -> dict[str, str]:
+    with open(quarantine_path(store), newline="") as fh:
+        return {r["record"]: r["reason"] for r in csv.DictReader(fh)}
+
+
+def present(root, label_set: str) -> list[list[str]]:
+    hot, classes = read_labels(root, label_set)
+    return [[classes[j] for j in np.nonzero(row)[0]] for row in hot]
+
+
+def table_codes(path: Path) -> list[str]:
+    return sorted(str(c).strip() for c in pd.read_excel(path)["Acronym Name"])
+
+
+def leftovers(directory: Path) -> list[str]:
+    return [p.name for p in Path(directory).iterdir() if ".tmp-" in p.name]
+
+
+def copy_writable(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, copy_function=shutil.copyfile)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def chapman_fixtures(fixtures) -> Path:
+    return fixtures / "chapman"
+
+
+@pytest.fixture(scope="module")
+def diagnostics(chapman_fixtures) -> pd.DataFrame:
+    return pd.read_excel(chapman_fixtures / "Diagnostics.xlsx")
+
+
+@pytest.fixture(scope="module")
+def real_tree(chapman_fixtures, diagnostics, tmp_path_factory) -> Path:
+    """The genuine CSV, the genuine name tables and the genuine Diagnostics.xlsx cut to that CSV's row."""
+    raw = tmp_path_factory.mktemp("chapman_real") / "raw"
+    (raw / "ECGDataDenoised").mkdir(parents=True)
+    shutil.copyfile(chapman_fixtures / "ECGDataDenoised" / f"{RECORD}.csv", raw / "ECGDataDenoised" / f"{RECORD}.csv")
+    diagnostics[diagnostics.FileName == RECORD].to_excel(raw / "Diagnostics.xlsx", index=False)
+    for name in ("RhythmNames.xlsx", "ConditionNames.xlsx"):
+        shutil.copyfile(chapman_fixtures / name, raw / name)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def csv_mv(chapman_fixtures) -> np.ndarray:
+    """The genuine record as (12, 5000) float64 mV, read independently of the module."""
+    return pd.read_csv(chapman_fixtures / "ECGDataDenoised" / f"{RECORD}.csv", header=None).to_numpy().T / 1000.0
+
+
+@pytest.fixture(scope="module")
+def store100(real_tree, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("chapman100") / "chapman_100hz.zarr"
+    summary = chapman.convert(real_tree, out, fs=100, progress=False)
+    assert summary == {**summary, "records": 1, "quarantined": 0}
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory) -> Path:
+    return chapman.demo(tmp_path_factory.mktemp("chapman_small") / "raw", n_records=12, seed=7)
+
+
+@pytest.fixture
+def demo_copy(small_demo, tmp_path) -> Path:
+    return copy_writable(small_demo, tmp_path / "raw")
+
+
+# --------------------------------------------------------------------------------------------- real files
+def test_fixture_diagnostics_is_the_full_release(diagnostics):
+    assert len(diagnostics) == 10646 and diagnostics.FileName.is_unique
+    assert list(diagnostics.columns) == list(chapman.DIAGNOSTICS_COLUMNS)
+    row = diagnostics[diagnostics.FileName == RECORD].iloc[0]
+    assert (row.Rhythm, row.Beat, int(row.PatientAge), row.Gender) == ("ST", "AQW RBBB", 88, "MALE")
+
+
+def test_real_record_100hz_is_polyphase_resampled(store100, csv_mv):
+    root = open_store(store100)
+    sig = root["signals"][:]
+    assert sig.dtype == np.float32 and sig.shape == (1, 12, 1000)
+    assert root["lengths"][:].tolist() == [1000]
+    expected = resample_poly(csv_mv, 1, 5, axis=1)
+    np.testing.assert_allclose(sig[0], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(sig[0], csv_mv[:, ::5], atol=1e-3)  # anti-aliased, not plain subsampling
+    # mV, not µV: a QRS of a few mV in lead II
+    assert 0.3 < np.ptp(sig[0, 1]) < 10
+    prov = root.attrs["provenance"]
+    assert prov["resampling"] == "resample_poly 500 Hz → 100 Hz"
+    assert prov["records_from"] == "ECGDataDenoised" and prov["layout"] == "figshare"
+
+
+def test_real_record_500hz_is_the_csv_in_mv(real_tree, csv_mv, tmp_path):
+    out = tmp_path / "chapman_500hz.zarr"
+    chapman.convert(real_tree, out, fs=500, progress=False)
+    root = open_store(out)
+    assert root.attrs["fs"] == 500 and root.attrs["provenance"]["resampling"] == "none"
+    sig = root["signals"][:]
+    assert sig.shape == (1, 12, 5000)
+    np.testing.assert_array_equal(sig[0], csv_mv.astype(np.float32))
+    # column 0 is lead I, column 11 is V6 (the documented order of the headerless files)
+    first_line = (real_tree / "ECGDataDenoised" / f"{RECORD}.csv").read_text().splitlines()[0].split(",")
+    assert sig[0, 0, 0] == np.float32(float(first_line[0]) / 1000) and first_line[0] == "-165.33"
+    assert sig[0, 11, 0] == np.float32(float(first_line[11]) / 1000)
+
+
+def test_real_record_meta_labels_targets(store100, real_tree, chapman_fixtures):
+    root = open_store(store100)
+    meta = read_meta(root)
+    assert [str(x) for x in meta["record_id"]] == [RECORD]
+    assert [str(x) for x in meta["patient_id"]] == [RECORD]
+    assert meta["age"].tolist() == [88.0]
+    assert [str(x) for x in meta["sex"]] == ["M"]
+    assert [str(x) for x in meta["source"]] == ["chapman"]
+    assert 1 <= int(meta["fold"][0]) <= 10
+    assert present(root, "rhythm") == [["ST"]]
+    assert present(root, "condition") == [["AQW", "RBBB"]]
+    assert present(root, "all") == [["AQW", "RBBB", "ST"]]
+    assert root["targets/heart_rate"][:].tolist() == [126.0]
+    assert root["targets/qrs_duration_ms"][:].tolist() == [178.0]
+
+
+def test_real_record_attrs_and_classes_from_name_tables(store100, real_tree, chapman_fixtures):
+    root = open_store(store100)
+    attrs = dict(root.attrs)
+    assert attrs["schema"] == "physiossl.ecg/1" and attrs["units"] == "mV" and attrs["leads"] == CANONICAL
+    assert attrs["dataset"] == "chapman" and attrs["source_version"] == chapman.SOURCE_VERSION
+    rhythms = table_codes(chapman_fixtures / "RhythmNames.xlsx")
+    conditions = table_codes(chapman_fixtures / "ConditionNames.xlsx")
+    assert len(rhythms) == 11 and len(conditions) == 56
+    assert attrs["label_sets"] == {"rhythm": rhythms, "condition": conditions, "all": sorted(rhythms + conditions)}
+    assert "SI" in rhythms and "SA" not in rhythms
+    assert attrs["provenance"]["code_aliases"] == {"rhythm": {"SA": "SI"}}
+    files = attrs["provenance"]["files_sha256"]
+    assert files == {name: sha256(real_tree / name) for name in ("Diagnostics.xlsx", "RhythmNames.xlsx", "ConditionNames.xlsx")}
+    assert files["RhythmNames.xlsx"] == sha256(chapman_fixtures / "RhythmNames.xlsx")
+    assert attrs["provenance"]["class_names"]["rhythm"]["SI"] == "Sinus Irregularity"
+
+
+def test_full_real_diagnostics_sa_alias_and_missing_csvs(chapman_fixtures, diagnostics, tmp_path):
+    """The genuine tree as shipped here: one CSV for 10,646 rows. Every other row is quarantined for its
+    missing CSV, none for its codes (the 399 'SA' rows map to the name table's 'SI')."""
+    assert (diagnostics.Rhythm == "SA").sum() == 399
+    out = tmp_path / "s" / "chapman.zarr"
+    with pytest.raises(ConversionError, match="10645 of 10646"):
+        chapman.convert(chapman_fixtures, out, fs=100, progress=False)
+    assert not out.exists() and not leftovers(out.parent)
+    summary = chapman.convert(chapman_fixtures, out, fs=100, max_quarantine_fraction=1.0, progress=False)
+    assert summary == {**summary, "records": 1, "quarantined": 10645}
+    q = read_quarantine(out)
+    assert len(q) == 10645 and RECORD not in q
+    assert all(reason.startswith("missing CSV ECGDataDenoised/") for reason in q.values())
+    folds = read_meta(open_store(out))["fold"]
+    assert 1 <= int(folds[0]) <= 10
+
+
+def test_header_variant_gives_the_same_signal(real_tree, store100, tmp_path):
+    """ECGData CSVs carry a lead-name header row; with the columns permuted, the names set the order."""
+    raw = copy_writable(real_tree, tmp_path / "raw")
+    src = raw / "ECGDataDenoised" / f"{RECORD}.csv"
+    data = pd.read_csv(src, header=None, dtype=str).to_numpy()
+    (raw / "ECGData").mkdir()
+    perm = [11, 3, 0, 7, 5, 1, 9, 4, 2, 10, 6, 8]
+    lines = [",".join(CANONICAL[k] for k in perm)] + [",".join(row[perm]) for row in data]
+    (raw / "ECGData" / f"{RECORD}.csv").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(raw / "ECGDataDenoised")
+    out = tmp_path / "hdr.zarr"
+    assert chapman.convert(raw, out, fs=100, max_quarantine_fraction=0.0, progress=False)["records"] == 1
+    root = open_store(out)
+    assert root.attrs["provenance"]["records_from"] == "ECGData"
+    np.testing.assert_array_equal(root["signals"][:], open_store(store100)["signals"][:])
+
+
+def test_header_row_in_canonical_order(real_tree, csv_mv):
+    path = real_tree.parent / "with_header.csv"
+    text = (real_tree / "ECGDataDenoised" / f"{RECORD}.csv").read_text()
+    path.write_text(",".join(CANONICAL) + "\n" + text)
+    assert len(path.read_text()) == 441786  # the size of the published ECGData-style copy of this record
+    np.testing.assert_array_equal(chapman.read_csv_record(path), csv_mv)
+
+
+# --------------------------------------------------------------------------------------------- demo tree
+@pytest.fixture(scope="module")
+def demo_tree(tmp_path_factory) -> Path:
+    return chapman.demo(tmp_path_factory.mktemp("chapman_demo") / "raw", n_records=80, seed=3)
+
+
+def test_demo_tree_has_the_real_format(demo_tree, chapman_fixtures, diagnostics):
+    diag = pd.read_excel(demo_tree / "Diagnostics.xlsx")
+    assert list(diag.columns) == list(diagnostics.columns)
+    assert len(diag) == 80 and diag.FileName.is_unique
+    assert all(re.fullmatch(r"MUSE_\d{8}_\d{6}_\d{5}", f) for f in diag.FileName)
+    for name in ("RhythmNames.xlsx", "ConditionNames.xlsx"):
+        pd.testing.assert_frame_equal(pd.read_excel(demo_tree / name), pd.read_excel(chapman_fixtures / name))
+    rhythms = set(table_codes(chapman_fixtures / "RhythmNames.xlsx")) | {"SA"}
+    conditions = set(table_codes(chapman_fixtures / "ConditionNames.xlsx")) | {"NONE"}
+    assert set(diag.Rhythm) <= rhythms and {c for b in diag.Beat for c in b.split()} <= conditions
+    assert set(diag.Gender) == {"MALE", "FEMALE"}
+    path = demo_tree / "ECGDataDenoised" / f"{diag.FileName[0]}.csv"
+    assert re.fullmatch(r"[-0-9.e+]+(,[-0-9.e+]+){11}", path.read_text().splitlines()[0])  # no header row
+    x = pd.read_csv(path, header=None).to_numpy()
+    assert x.shape == (5000, 12) and 100 < np.abs(x).max() < 20000  # µV
+
+
+def test_demo_tree_converts(demo_tree, tmp_path):
+    out = tmp_path / "demo.zarr"
+    summary = chapman.convert(demo_tree, out, fs=100, progress=False)
+    assert summary == {**summary, "records": 80, "quarantined": 0}
+    assert read_quarantine(out) == {}
+    root = open_store(out)
+    assert sorted(set(read_meta(root)["fold"].tolist())) == list(range(1, 11))
+    rhythm, _ = read_labels(root, "rhythm")
+    condition, _ = read_labels(root, "condition")
+    assert (rhythm.sum(axis=0) > 0).sum() >= 4 and (rhythm.sum(axis=1) == 1).all()
+    assert (condition.sum(axis=0) > 0).sum() >= 5 and (condition.sum(axis=1) > 1).any()
+    assert "SI" in {c for row in present(root, "rhythm") for c in row}  # demo writes SA like the real file
+    hr = root["targets/heart_rate"][:]
+    rows = present(root, "rhythm")
+    st = [h for h, r in zip(hr, rows) if r == ["ST"]]
+    sb = [h for h, r in zip(hr, rows) if r == ["SB"]]
+    assert st and sb and min(st) > max(sb)
+    folds = read_meta(root)["fold"]
+    norm = root.attrs["norm"]
+    assert norm["folds"] == list(range(1, 9))
+    assert norm["n_samples"] == 1000 * int(np.isin(folds, range(1, 9)).sum())
+
+
+def test_demo_is_seeded(tmp_path):
+    a = chapman.demo(tmp_path / "a", n_records=3, seed=5)
+    b = chapman.demo(tmp_path / "b", n_records=3, seed=5)
+    c = chapman.demo(tmp_path / "c", n_records=3, seed=6)
+    da, db, dc = (pd.read_excel(t / "Diagnostics.xlsx") for t in (a, b, c))
+    pd.testing.assert_frame_equal(da, db)
+    assert not da.equals(dc)
+    rel = f"ECGDataDenoised/{da.FileName[1]}.csv"
+    assert (a / rel).read_bytes() == (b / rel).read_bytes()
+
+
+# --------------------------------------------------------------------------------------------- folds
+def test_stratified_folds_balance_and_determinism():
+    rng = np.random.default_rng(0)
+    ids = [f"r{i:04d}" for i in range(600)]
+    labels = [[str(rng.choice(["SR", "SB", "AFIB", "ST"], p=[0.4, 0.3, 0.2, 0.1]))]
+              + (["RBBB"] if rng.random() < 0.15 else []) + (["TWC"] if rng.random() < 0.3 else []) for _ in ids]
+    folds = chapman.stratified_folds(ids, labels)
+    assert set(folds.values()) == set(range(1, 11))
+    per_fold = np.bincount(list(folds.values()), minlength=11)[1:]
+    assert per_fold.max() - per_fold.min() <= 2
+    for code in ("SR", "SB", "AFIB", "ST", "RBBB", "TWC"):
+        counts = np.bincount([folds[i] for i, lab in zip(ids, labels) if code in lab], minlength=11)[1:]
+        assert counts.max() - counts.min() <= 2, (code, counts)
+    shuffled = rng.permutation(len(ids))
+    assert chapman.stratified_folds([ids[i] for i in shuffled], [labels[i] for i in shuffled]) == folds
+    assert chapman.stratified_folds(ids, labels, seed=1) != folds
+
+
+# --------------------------------------------------------------------------------------------- quarantine
+def _edit_diagnostics(raw: Path, edit) -> pd.DataFrame:
+    diag = pd.read_excel(raw / "Diagnostics.xlsx")
+    diag = edit(diag)
+    diag.to_excel(raw / "Diagnostics.xlsx", index=False)
+    return diag
+
+
+def _csv(raw: Path, k: int) -> Path:
+    name = pd.read_excel(raw / "Diagnostics.xlsx").FileName[k]
+    return raw / "ECGDataDenoised" / f"{name}.csv"
+
+
+def _damage_missing(raw):
+    _csv(raw, 4).unlink()
+
+
+def _damage_truncated(raw):
+    path = _csv(raw, 4)
+    path.write_text("\n".join(path.read_text().splitlines()[:3100]) + "\n")
+
+
+def _damage_columns(raw):
+    path = _csv(raw, 4)
+    path.write_text("\n".join(line.rsplit(",", 1)[0] for line in path.read_text().splitlines()) + "\n")
+
+
+def _damage_header_lead(raw):
+    path = _csv(raw, 4)
+    path.write_text(",".join(CANONICAL[:-1] + ["X6"]) + "\n" + path.read_text())
+
+
+def _damage_nan(raw):
+    path = _csv(raw, 4)
+    lines = path.read_text().splitlines()
+    fields = lines[250].split(",")
+    fields[7] = ""
+    lines[250] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _damage_rhythm(raw):
+    _edit_diagnostics(raw, lambda d: d.assign(Rhythm=[("XYZ" if i == 4 else r) for i, r in enumerate(d.Rhythm)]))
+
+
+def _damage_condition(raw):
+    _edit_diagnostics(raw, lambda d: d.assign(Beat=[("RBBB FOO" if i == 4 else b) for i, b in enumerate(d.Beat)]))
+
+
+DAMAGES = {
+    "missing_csv": (_damage_missing, r"missing CSV"),
+    "truncated_csv": (_damage_truncated, r"truncated.*3100 rows"),
+    "wrong_column_count": (_damage_columns, r"11 columns, expected 12"),
+    "header_missing_lead": (_damage_header_lead, r"missing lead.*V6"),
+    "nan_sample": (_damage_nan, r"NaN.*row 251, column 8"),
+    "unknown_rhythm": (_damage_rhythm, r"unknown rhythm code 'XYZ'"),
+    "unknown_condition": (_damage_condition, r"unknown condition.*FOO"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGES))
+def test_quarantine(case, demo_copy, tmp_path):
+    names = pd.read_excel(demo_copy / "Diagnostics.xlsx").FileName.tolist()
+    damage, pattern = DAMAGES[case]
+    damage(demo_copy)
+    out = tmp_path / "stores" / "chapman.zarr"
+    summary = chapman.convert(demo_copy, out, fs=100, max_quarantine_fraction=0.1, progress=False)
+    q = read_quarantine(out)
+    assert list(q) == [names[4]], q
+    assert re.search(pattern, q[names[4]]), q[names[4]]
+    root = open_store(out)
+    assert [str(x) for x in read_meta(root)["record_id"]] == names[:4] + names[5:]
+    assert summary["records"] == 11 and summary["quarantined"] == 1
+    assert np.isfinite(root["signals"][:]).all()
+
+
+def test_quarantine_duplicate_filename(demo_copy, tmp_path):
+    diag = _edit_diagnostics(demo_copy, lambda d: pd.concat([d, d.iloc[[2]].assign(Rhythm="AFIB")], ignore_index=True))
+    out = tmp_path / "dup.zarr"
+    summary = chapman.convert(demo_copy, out, fs=100, max_quarantine_fraction=0.1, progress=False)
+    dup = diag.FileName[2]
+    q = read_quarantine(out)
+    assert list(q) == [dup] and "duplicate FileName" in q[dup]
+    root = open_store(out)
+    ids = [str(x) for x in read_meta(root)["record_id"]]
+    assert ids == diag.FileName[:12].tolist() and summary["records"] == 12
+    assert present(root, "rhythm")[2] == [chapman.RHYTHM_ALIASES.get(diag.Rhythm[2], diag.Rhythm[2])]  # the first row's
+
+
+def test_above_fraction_fails_and_leaves_no_store(demo_copy, tmp_path):
+    _damage_truncated(demo_copy)
+    stores = tmp_path / "stores"
+    out = stores / "chapman.zarr"
+    with pytest.raises(ConversionError) as info:
+        chapman.convert(demo_copy, out, fs=100, max_quarantine_fraction=0.05, progress=False)
+    assert str(demo_copy) in str(info.value) and str(quarantine_path(out)) in str(info.value)
+    assert not out.exists()
+    assert not leftovers(stores)
+    assert len(read_quarantine(out)) == 1
+
+
+@pytest.mark.parametrize("name", ["Diagnostics.xlsx", "RhythmNames.xlsx", "ConditionNames.xlsx"])
+def test_missing_spreadsheet(demo_copy, tmp_path, name):
+    (demo_copy / name).unlink()
+    out = tmp_path / "x.zarr"
+    with pytest.raises(ConversionError, match=name):
+        chapman.convert(demo_copy, out, fs=100, progress=False)
+    assert not out.exists()
+
+
+def test_missing_diagnostics_column(demo_copy, tmp_path):
+    _edit_diagnostics(demo_copy, lambda d: d.drop(columns=["Beat"]))
+    with pytest.raises(ConversionError, match=r"Diagnostics.xlsx: missing columns \['Beat'\]"):
+        chapman.convert(demo_copy, tmp_path / "x.zarr", fs=100, progress=False)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def test_cli_convert(real_tree, tmp_path, capsys):
+    out = tmp_path / "cli.zarr"
+    code = main(["convert", "chapman", "--raw", str(real_tree), "--out", str(out), "--fs", "100"])
+    assert code == 0
+    assert '"records": 1' in capsys.readouterr().out
+    assert open_store(out).attrs["n_records"] == 1
+
+
+# --------------------------------------------------------------------------------------------- download
+@pytest.fixture
+def file_server(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}/files"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _serve_release(real_tree: Path, served: Path) -> None:
+    (served / "files").mkdir()
+    for name in ("Diagnostics.xlsx", "RhythmNames.xlsx", "ConditionNames.xlsx"):
+        shutil.copyfile(real_tree / name, served / "files" / name)
+    with zipfile.ZipFile(served / "files" / "ECGDataDenoised.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(real_tree / "ECGDataDenoised" / f"{RECORD}.csv", f"ECGDataDenoised/{RECORD}.csv")
+
+
+def test_download_from_mirror_then_convert(real_tree, file_server, tmp_path):
+    served, url = file_server
+    _serve_release(real_tree, served)  # AttributesDictionary.xlsx is optional and not served
+    out = tmp_path / "data" / "chapman"
+    assert chapman.download(out, url=url, progress=False) == out
+    assert sha256(out / "ECGDataDenoised" / f"{RECORD}.csv") == sha256(real_tree / "ECGDataDenoised" / f"{RECORD}.csv")
+    assert sha256(out / "Diagnostics.xlsx") == sha256(real_tree / "Diagnostics.xlsx")
+    assert verify_sha256sums(out) == 4
+    assert not leftovers(out.parent)
+    summary = chapman.convert(out, tmp_path / "s.zarr", fs=100, max_quarantine_fraction=0.0, progress=False)
+    assert summary["records"] == 1
+
+
+def test_download_checks_pinned_hash(real_tree, file_server, tmp_path):
+    served, url = file_server
+    _serve_release(real_tree, served)
+    files = dict(chapman.FIGSHARE_FILES)
+    files["Diagnostics.xlsx"] = chapman.RemoteFile("unused", sha256="0" * 64)
+    out = tmp_path / "data" / "chapman"
+    with pytest.raises(DownloadError, match="SHA-256 mismatch"):
+        chapman.download(out, url=url, progress=False, files=files)
+    assert not out.exists()
+
+
+def test_download_refuses_corrupt_archive(real_tree, file_server, tmp_path):
+    served, url = file_server
+    _serve_release(real_tree, served)
+    archive = served / "files" / "ECGDataDenoised.zip"
+    data = bytearray(archive.read_bytes())
+    data[100:110] = b"\xff" * 10  # inside the deflated member: fails its CRC
+    archive.write_bytes(bytes(data))
+    out = tmp_path / "data" / "chapman"
+    with pytest.raises(DownloadError, match="ECGDataDenoised.zip"):
+        chapman.download(out, url=url, progress=False)
+    assert not out.exists() and not leftovers(out.parent)
+    assert not (tmp_path / "data" / ".downloads" / "chapman" / "ECGDataDenoised.zip").exists()
+
+
+# --------------------------------------------------------------------------------------------- WFDB release
+def test_wfdb_release_record_converts(chapman_fixtures, tmp_path):
+    challenge = pytest.importorskip(
+        "physiossl.data.sources._challenge",
+        reason="physiossl.data.sources._challenge (the challenge-format reader) is not in this tree yet")
+    raw = tmp_path / "raw"
+    shutil.copytree(chapman_fixtures / "WFDBRecords", raw / "WFDBRecords", copy_function=shutil.copyfile)
+    out = tmp_path / "wfdb.zarr"
+    summary = chapman.convert(raw, out, fs=500, max_quarantine_fraction=0.0, progress=False)
+    assert summary == {**summary, "records": 1, "quarantined": 0}
+    root = open_store(out)
+    assert root.attrs["source_version"] == chapman.WFDB_SOURCE_VERSION
+    meta = read_meta(root)
+    assert [str(x) for x in meta["record_id"]] == ["JS00001"]
+    assert meta["age"].tolist() == [85.0] and [str(x) for x in meta["sex"]] == ["M"]
+    assert present(root, "all") == [["164889003", "164934002", "59118001"]]
+    assert present(root, "rhythm") == [[chapman.RHYTHM_SNOMED["AFIB"]]]
+    assert present(root, "condition") == [["164934002", "59118001"]]
+    # the header: 12 canonical leads, gain 1000/mV, baseline 0 → mV = val / 1000
+    val = loadmat(raw / "WFDBRecords/01/010/JS00001.mat")["val"].astype(np.float64)
+    np.testing.assert_allclose(root["signals"][0], val / 1000.0, rtol=1e-6, atol=1e-7)
+    rec = challenge.read_challenge_record(raw / "WFDBRecords/01/010/JS00001.hea")
+    assert sorted(rec.dx) == ["164889003", "164934002", "59118001"]
+    out100 = tmp_path / "wfdb100.zarr"
+    chapman.convert(raw, out100, fs=100, max_quarantine_fraction=0.0, progress=False)
+    np.testing.assert_allclose(open_store(out100)["signals"][0], resample_poly(val / 1000.0, 1, 5, axis=1),
+                               rtol=1e-5, atol=1e-6)
+    # the same record name twice in the tree: the second is quarantined, the first kept
+    copy = raw / "WFDBRecords" / "02" / "020"
+    copy.mkdir(parents=True)
+    for ext in (".hea", ".mat"):
+        shutil.copyfile(raw / "WFDBRecords/01/010" / f"JS00001{ext}", copy / f"JS00001{ext}")
+    out_dup = tmp_path / "dup.zarr"
+    summary = chapman.convert(raw, out_dup, fs=100, max_quarantine_fraction=0.5, progress=False)
+    assert summary == {**summary, "records": 1, "quarantined": 1}
+    q = read_quarantine(out_dup)
+    assert list(q) == ["JS00001"] and "duplicate record name" in q["JS00001"] and "02/020" in q["JS00001"]
