@@ -69,3 +69,9 @@ def test_cli_reports_config_errors_with_the_file(tmp_path, config, capsys):
     assert str(path) in err and "evaluate.linear.epochs" in err
     assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_unknown_source_is_named(config):
+    config["datasets"]["ptbxl"]["source"] = "ptb_xl"
+    with pytest.raises(ConfigError, match=r"datasets\.ptbxl\.source.*unknown source 'ptb_xl'.*ptbxl"):
+        validate_config(config)

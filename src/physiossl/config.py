@@ -47,8 +47,13 @@ def pretrain_members(config: dict) -> list[str]:
 
 
 def _check_cross_keys(config: dict, source: str) -> None:
+    from .data.sources import available
+
     problems = []
     datasets, pools = config["datasets"], config.get("pools", {})
+    for name, ds in datasets.items():
+        if ds["source"] not in available():
+            problems.append(f"config key 'datasets.{name}.source': unknown source '{ds['source']}' (available: {available()})")
     for pool, members in pools.items():
         if pool in datasets:
             problems.append(f"config key 'pools.{pool}': a pool cannot have the name of a dataset")
