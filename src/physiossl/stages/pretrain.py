@@ -1,7 +1,8 @@
-"""Pretraining stage: a method on the crops of a store's pretraining folds → ``encoder.pt``.
+"""Pretraining stage: a method on random crops of the pretraining folds of one store or of a pool of
+stores, with the evaluation's held-out records excluded → ``encoder.pt`` (+ ``encoder.json``).
 
 Lightning checkpoints go to ``<out dir>/lightning/checkpoints`` every epoch; a rerun with the same
-configuration and store resumes from ``last.ckpt``, a rerun with anything changed starts afresh.
+configuration and stores resumes from ``last.ckpt``, a rerun with anything changed starts afresh.
 """
 
 from __future__ import annotations
