@@ -22,3 +22,26 @@ def test_bench_loader_runs(tmp_path):
         assert re.search(rf"^ratio physiossl/baseline \({mode}\): \d+\.\d+x", out, re.M), out
     assert "torch threads" in out and "zarr: one single-record read costs" in out
     assert (tmp_path / "bench.zarr").is_dir() and (tmp_path / "signals.npy").is_file()
+
+
+DATA_SCRIPT = SCRIPT.with_name("bench_data.py")
+
+
+def test_bench_data_runs(tmp_path):
+    """bench_data.py --small: the three measurements and the summary table, in well under 20 s."""
+    proc = subprocess.run(
+        [sys.executable, str(DATA_SCRIPT), "--small", "--codecs", "always", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "torch threads" in out and "versions: physiossl" in out
+    assert "== summary" in out
+    rows = ["loading: pool SignalCache / npy memmap"]
+    rows += [f"store size: {name} / raw float32" for name in ("ptbxl", "chapman", "cinc2020", "total")]
+    rows += [f"conversion: {name} convert / bare read" for name in ("ptbxl", "chapman", "cinc2020")]
+    for row in rows:
+        assert re.search(rf"^{re.escape(row)}\s+\d+\.\d+x (>=|<=) \d\.\d\dx\s+(yes|NO)$", out, re.M), (row, out)
+    assert "float32 zstd level 0 (current, re-measured)" in out and "int16 1 uV" in out
+    assert all((tmp_path / "stores" / f"{name}_100hz.zarr").is_dir() for name in ("ptbxl", "chapman", "cinc2020"))
+    assert (tmp_path / "pool_signals.npy").is_file()

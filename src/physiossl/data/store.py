@@ -108,12 +108,19 @@ class EcgStoreWriter:
         self.lengths.append(t)
         for col in META_COLUMNS:
             self.meta[col].append(meta.get(col))
+        # a column first seen at record k is back-filled for records 0..k-1 (only then: no per-call copies)
         for name, codes in (labels or {}).items():
-            self.labels.setdefault(name, [[] for _ in range(self.n_records - 1)]).append(list(codes))
+            if name not in self.labels:
+                self.labels[name] = [[] for _ in range(self.n_records - 1)]
+            self.labels[name].append(list(codes))
         for name, value in (targets or {}).items():
-            self.targets.setdefault(name, [np.nan] * (self.n_records - 1)).append(float(value))
+            if name not in self.targets:
+                self.targets[name] = [np.nan] * (self.n_records - 1)
+            self.targets[name].append(float(value))
         for name, value in (xref or {}).items():
-            self.xrefs.setdefault(name, [""] * (self.n_records - 1)).append(str(value))
+            if name not in self.xrefs:
+                self.xrefs[name] = [""] * (self.n_records - 1)
+            self.xrefs[name].append(str(value))
         if norm:
             x = signal.astype(np.float64)
             self._sum += x.sum(axis=1)
