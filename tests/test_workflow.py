@@ -185,6 +185,7 @@ def test_mixed_pool_demo_config_plans_every_source():
     proc = run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--configfile", "config/demo_pool.yaml"], REPO)
     table = proc.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
-    assert jobs == {"all": 1, "demo_data": 3, "convert": 3, "pretrain": 1, "evaluate": 4, "report": 1}
+    assert jobs == {"all": 1, "demo_data": 4, "convert": 4, "pretrain": 1, "evaluate": 4, "report": 1}
     assert re.search(r"physiossl pretrain .*--store data/demo/stores/cinc2020_100hz.zarr "
-                     r"data/demo/stores/chapman_100hz.zarr --eval-store data/demo/stores/ptbxl_100hz.zarr", proc.stdout)
+                     r"data/demo/stores/chapman_100hz.zarr data/demo/stores/code15_100hz.zarr "
+                     r"--eval-store data/demo/stores/ptbxl_100hz.zarr", proc.stdout)
