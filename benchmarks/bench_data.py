@@ -39,7 +39,6 @@ import argparse  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -51,11 +50,16 @@ import scipy.io  # noqa: E402
 import torch  # noqa: E402
 import wfdb  # noqa: E402
 import zarr  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 import physiossl  # noqa: E402
 from physiossl.data.loading import CropDataset, SignalCache, collate_batch  # noqa: E402
 from physiossl.data.sources import chapman, cinc2020, ptbxl  # noqa: E402
+
+# shared with bench_loader.py (this script's folder is on sys.path when run as `python benchmarks/bench_data.py`):
+# the per-item .npy memmap baseline, one timed loader run, the work directory's lifetime, the usable CPU count
+from bench_loader import NpyCropDataset, bench_workdir, usable_cpus  # noqa: E402
+from bench_loader import throughput as single_run_throughput  # noqa: E402
 
 SOURCES = {"ptbxl": ptbxl, "chapman": chapman, "cinc2020": cinc2020}
 FS = 100
@@ -68,14 +72,10 @@ warnings.filterwarnings("ignore", message=".*Numcodecs codecs are not in the Zar
 
 # --------------------------------------------------------------------------------------------- helpers
 def machine_info() -> str:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
     import numcodecs
 
     return (f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, python "
-            f"{platform.python_version()}, CPUs {os.cpu_count()} (usable {usable}), torch threads "
+            f"{platform.python_version()}, CPUs {os.cpu_count()} (usable {usable_cpus()}), torch threads "
             f"{torch.get_num_threads()}\n"
             f"versions: physiossl {physiossl.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
             f"zarr {zarr.__version__}, numcodecs {numcodecs.__version__}, wfdb {wfdb.__version__}, "
@@ -197,37 +197,9 @@ def conversion(trees: dict[str, Path], store_dir: Path) -> tuple[dict[str, Path]
 
 
 # --------------------------------------------------------------------------------------------- 1. loading
-class NpyCropDataset(Dataset):
-    """The baseline: one random crop per ``__getitem__`` from a numpy memmap, collated by the DataLoader."""
-
-    def __init__(self, path: Path, crop: int):
-        self.data = np.load(path, mmap_mode="r")
-        self.crop = crop
-
-    def __len__(self) -> int:
-        return self.data.shape[0]
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        start = np.random.randint(0, self.data.shape[2] - self.crop + 1)
-        return torch.from_numpy(self.data[i, :, start:start + self.crop].copy())
-
-
 def throughput(loader: DataLoader, n_batches: int, repeats: int) -> float:
     """Median samples per second over ``repeats`` runs of ``n_batches`` batches (epochs restart as needed)."""
-    rates = []
-    for _ in range(repeats):
-        seen = done = 0
-        start = time.perf_counter()
-        while done < n_batches:
-            for batch in loader:
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                assert x.dtype == torch.float32 and x.ndim == 3
-                seen += x.shape[0]
-                done += 1
-                if done == n_batches:
-                    break
-        rates.append(seen / (time.perf_counter() - start))
-    return float(np.median(rates))
+    return float(np.median([single_run_throughput(loader, n_batches)[0] for _ in range(repeats)]))
 
 
 def loading(stores: dict[str, Path], workdir: Path, args) -> dict:
@@ -388,15 +360,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    own_dir = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="physiossl-bench-data-")) if own_dir else args.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(machine_info())
-    counts = {"ptbxl": args.ptbxl, "chapman": args.chapman, "cinc2020": args.cinc2020}
-    print(f"settings: demo records {counts}, seed {args.seed}, {FS} Hz stores, workdir {workdir}")
     results: dict = {}
-    start = time.perf_counter()
-    try:
+    with bench_workdir(args.workdir, prefix="physiossl-bench-data-") as workdir:
+        print(machine_info())
+        counts = {"ptbxl": args.ptbxl, "chapman": args.chapman, "cinc2020": args.cinc2020}
+        print(f"settings: demo records {counts}, seed {args.seed}, {FS} Hz stores, workdir {workdir}")
+        start = time.perf_counter()
         trees = demo_trees(workdir, counts, args.seed)
         stores, results["conversion"] = conversion(trees, workdir / "stores")
         results["loading"] = loading(stores, workdir, args)
@@ -418,9 +387,6 @@ def main(argv: list[str] | None = None) -> dict:
         results["summary"] = [{"metric": label, "ratio": value, "target": target, "higher_is_better": higher,
                                "met": met(value, target, higher) == "yes"} for label, value, target, higher in rows]
         print(f"total time {time.perf_counter() - start:.0f} s")
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
     sys.stdout.flush()
     return results
 

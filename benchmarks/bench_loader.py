@@ -13,12 +13,14 @@ cache and the .npy file were just written, so they sit in the page cache: the me
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,19 @@ class NpyCropDataset(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         start = np.random.randint(0, self.data.shape[2] - self.crop + 1)
         return torch.from_numpy(self.data[i, :, start:start + self.crop].copy())
+
+
+@contextlib.contextmanager
+def bench_workdir(workdir: Path | None, prefix: str) -> Iterator[Path]:
+    """``workdir`` (created if needed, kept), or with None a fresh temporary directory removed on exit."""
+    own_dir = workdir is None
+    path = Path(tempfile.mkdtemp(prefix=prefix)) if own_dir else workdir
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    finally:
+        if own_dir:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def build_inputs(workdir: Path, n_records: int, seed: int = 0) -> tuple[Path, Path]:
@@ -88,15 +103,19 @@ def zarr_read_cost(store: Path, n_reads: int, seed: int = 0) -> float:
     return (time.perf_counter() - start) / n_reads
 
 
-def machine_info() -> str:
+def usable_cpus() -> int | None:
+    """CPUs this process may run on (the affinity mask on Linux, else all of them)."""
     try:
-        usable = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        usable = os.cpu_count()
+        return os.cpu_count()
+
+
+def machine_info() -> str:
     import zarr
 
     return (f"machine: {platform.platform()}, python {platform.python_version()}, CPUs {os.cpu_count()} "
-            f"(usable {usable}), torch threads {torch.get_num_threads()}\n"
+            f"(usable {usable_cpus()}), torch threads {torch.get_num_threads()}\n"
             f"versions: torch {torch.__version__}, numpy {np.__version__}, zarr {zarr.__version__}")
 
 
@@ -113,14 +132,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     np.random.seed(0)
-    own_dir = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="physiossl-bench-")) if own_dir else args.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(machine_info())
-    print(f"settings: {args.records} records x 12 x {N_SAMPLES} float32 ({args.records * 12 * N_SAMPLES * 4 / 2**20:.0f} MiB), "
-          f"crop {args.crop}, batch {args.batch}, {args.batches} batches, {args.workers} workers, workdir {workdir}")
     results: dict = {}
-    try:
+    with bench_workdir(args.workdir, prefix="physiossl-bench-") as workdir:
+        print(machine_info())
+        print(f"settings: {args.records} records x 12 x {N_SAMPLES} float32 ({args.records * 12 * N_SAMPLES * 4 / 2**20:.0f} MiB), "
+              f"crop {args.crop}, batch {args.batch}, {args.batches} batches, {args.workers} workers, workdir {workdir}")
         t = time.perf_counter()
         store, npy = build_inputs(workdir, args.records)
         print(f"inputs written in {time.perf_counter() - t:.1f} s (store and .npy)")
@@ -171,9 +187,6 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"zarr: one single-record read costs {results['zarr_read_s'] * 1e3:.2f} ms "
                   f"({args.zarr_reads} random reads); reading every sample from the store would cap loading at "
                   f"~{1 / results['zarr_read_s']:,.0f} samples/s per process, hence the cache")
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
     sys.stdout.flush()
     return results
 

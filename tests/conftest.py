@@ -1,10 +1,18 @@
-"""Shared fixtures: the real-format files of ../shared/fixtures and small demo trees and stores."""
+"""Shared fixtures: the real-format files of ../shared/fixtures, small demo trees and stores, and a localhost
+static HTTP server. Shared plain functions are in helpers.py."""
 
 from __future__ import annotations
 
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+# helpers.py holds shared assert_* functions: give them pytest's assertion messages too (conftest is imported
+# before the test modules that import helpers)
+pytest.register_assert_rewrite("helpers")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -33,3 +41,23 @@ def demo_store(demo_tree, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "ptbxl_100hz.zarr"
     ptbxl.convert(demo_tree, out, fs=100, progress=False)
     return out
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A static HTTP server on localhost over a fresh directory: yields (directory, base URL without a slash)."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,13 +3,8 @@ tree, quarantine, folds, download from a local stand-in host, CLI, and the Physi
 
 from __future__ import annotations
 
-import csv
-import functools
-import hashlib
-import http.server
 import re
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 
@@ -19,25 +14,17 @@ import pytest
 from scipy.io import loadmat
 from scipy.signal import resample_poly
 
-from physiossl.cli import main
 from physiossl.data.fetch import DownloadError, verify_sha256sums
 from physiossl.data.sources import ConversionError, chapman
-from physiossl.data.store import open_store, quarantine_path, read_labels, read_meta
+from physiossl.data.store import open_store, read_labels, read_meta
+
+from helpers import (CANONICAL, assert_cli_converts, assert_fraction_failure, assert_missing_input_fails, copy_tree,
+                     leftovers, read_quarantine, sha256)
 
 RECORD = "MUSE_20180111_155115_19000"
-CANONICAL = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def read_quarantine(store: Path) -> dict[str, str]:
-    with open(quarantine_path(store), newline="") as fh:
-        return {r["record"]: r["reason"] for r in csv.DictReader(fh)}
-
-
 def present(root, label_set: str) -> list[list[str]]:
     hot, classes = read_labels(root, label_set)
     return [[classes[j] for j in np.nonzero(row)[0]] for row in hot]
@@ -45,15 +32,6 @@ def present(root, label_set: str) -> list[list[str]]:
 
 def table_codes(path: Path) -> list[str]:
     return sorted(str(c).strip() for c in pd.read_excel(path)["Acronym Name"])
-
-
-def leftovers(directory: Path) -> list[str]:
-    return [p.name for p in Path(directory).iterdir() if ".tmp-" in p.name]
-
-
-def copy_writable(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, copy_function=shutil.copyfile)
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +77,7 @@ def small_demo(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def demo_copy(small_demo, tmp_path) -> Path:
-    return copy_writable(small_demo, tmp_path / "raw")
+    return copy_tree(small_demo, tmp_path / "raw")
 
 
 # --------------------------------------------------------------------------------------------- real files
@@ -191,7 +169,7 @@ def test_full_real_diagnostics_sa_alias_and_missing_csvs(chapman_fixtures, diagn
 
 def test_header_variant_gives_the_same_signal(real_tree, store100, tmp_path):
     """ECGData CSVs carry a lead-name header row; with the columns permuted, the names set the order."""
-    raw = copy_writable(real_tree, tmp_path / "raw")
+    raw = copy_tree(real_tree, tmp_path / "raw")
     src = raw / "ECGDataDenoised" / f"{RECORD}.csv"
     data = pd.read_csv(src, header=None, dtype=str).to_numpy()
     (raw / "ECGData").mkdir()
@@ -380,23 +358,13 @@ def test_quarantine_duplicate_filename(demo_copy, tmp_path):
 
 def test_above_fraction_fails_and_leaves_no_store(demo_copy, tmp_path):
     _damage_truncated(demo_copy)
-    stores = tmp_path / "stores"
-    out = stores / "chapman.zarr"
-    with pytest.raises(ConversionError) as info:
-        chapman.convert(demo_copy, out, fs=100, max_quarantine_fraction=0.05, progress=False)
-    assert str(demo_copy) in str(info.value) and str(quarantine_path(out)) in str(info.value)
-    assert not out.exists()
-    assert not leftovers(stores)
-    assert len(read_quarantine(out)) == 1
+    quarantined = assert_fraction_failure(chapman.convert, demo_copy, tmp_path / "stores" / "chapman.zarr", 0.05)
+    assert len(quarantined) == 1
 
 
 @pytest.mark.parametrize("name", ["Diagnostics.xlsx", "RhythmNames.xlsx", "ConditionNames.xlsx"])
 def test_missing_spreadsheet(demo_copy, tmp_path, name):
-    (demo_copy / name).unlink()
-    out = tmp_path / "x.zarr"
-    with pytest.raises(ConversionError, match=name):
-        chapman.convert(demo_copy, out, fs=100, progress=False)
-    assert not out.exists()
+    assert_missing_input_fails(chapman.convert, demo_copy, name, tmp_path / "x.zarr")
 
 
 def test_missing_diagnostics_column(demo_copy, tmp_path):
@@ -407,31 +375,15 @@ def test_missing_diagnostics_column(demo_copy, tmp_path):
 
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_convert(real_tree, tmp_path, capsys):
-    out = tmp_path / "cli.zarr"
-    code = main(["convert", "chapman", "--raw", str(real_tree), "--out", str(out), "--fs", "100"])
-    assert code == 0
-    assert '"records": 1' in capsys.readouterr().out
-    assert open_store(out).attrs["n_records"] == 1
+    assert_cli_converts(capsys, "chapman", real_tree, tmp_path / "cli.zarr", 1, "--fs", "100")
 
 
 # --------------------------------------------------------------------------------------------- download
 @pytest.fixture
-def file_server(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}/files"
-    finally:
-        server.shutdown()
-        server.server_close()
+def file_server(http_dir):
+    """conftest's localhost server: (served directory, URL of its files/ folder)."""
+    root, base = http_dir
+    return root, f"{base}/files"
 
 
 def _serve_release(real_tree: Path, served: Path) -> None:

@@ -3,17 +3,12 @@ the demo tree's format, conversion (rates, lengths, labels, PTB-XL ids), quarant
 
 from __future__ import annotations
 
-import csv
-import functools
 import hashlib
 import math
 import os
 import re
 import shutil
-import stat
-import threading
 import zipfile
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +19,12 @@ import wfdb
 from scipy.signal import resample_poly
 
 from physiossl.cli import main
-from physiossl.data.sources import ConversionError, available, cinc2020, get_source
+from physiossl.data.sources import available, cinc2020, get_source
 from physiossl.data.sources._challenge import _read_fallback, read_challenge_record
-from physiossl.data.store import LEADS, open_store, quarantine_path, read_labels, read_meta
+from physiossl.data.store import LEADS, open_store, read_labels, read_meta
+
+from helpers import (assert_cli_converts, assert_failure_keeps_previous_store, assert_fraction_failure,
+                     assert_missing_input_fails, copy_tree, read_quarantine, wfdb_canonical)
 
 SOURCE_DIRS = {"cpsc_2018": 500, "cpsc_2018_extra": 500, "st_petersburg_incart": 257, "ptb": 1000,
                "ptb-xl": 500, "georgia": 500}
@@ -35,23 +33,6 @@ REJECTED_RECORD_LINE = "HR06000 12 500 5000 15:11:55 04-Jun-2020"   # time, then
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def copy_tree(src: Path, dst: Path) -> Path:
-    """Copy a tree and make it writable (the shared fixtures are read-only)."""
-    shutil.copytree(src, dst)
-    for root, dirs, files in os.walk(dst):
-        for name in dirs + files:
-            p = Path(root) / name
-            p.chmod(p.stat().st_mode | stat.S_IWUSR | stat.S_IRUSR | (stat.S_IXUSR if p.is_dir() else 0))
-    Path(dst).chmod(Path(dst).stat().st_mode | stat.S_IWUSR)
-    return Path(dst)
-
-
-def wfdb_canonical(stem: Path) -> np.ndarray:
-    rec = wfdb.rdrecord(str(stem))
-    names = [n.upper() for n in rec.sig_name]
-    return rec.p_signal[:, [names.index(lead.upper()) for lead in LEADS]].T.astype(np.float32)
-
-
 def header_calibration(hea: Path) -> tuple[np.ndarray, np.ndarray]:
     """(gain, baseline) per signal line of a header, parsed independently of the package."""
     gains, baselines = [], []
@@ -66,11 +47,6 @@ def header_calibration(hea: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def header_comments(hea: Path) -> dict[str, str]:
     return dict(line[1:].split(": ", 1) for line in hea.read_text().splitlines() if line.startswith("#"))
-
-
-def read_quarantine(store: Path) -> dict[str, str]:
-    with open(quarantine_path(store), newline="") as fh:
-        return {r["record"]: r["reason"] for r in csv.DictReader(fh)}
 
 
 def demo_headers(tree: Path) -> list[Path]:
@@ -501,52 +477,22 @@ def test_rejected_header_style_converts_like_the_original(raw_copy, store, tmp_p
 def test_above_fraction_fails_and_leaves_no_store(raw_copy, tmp_path):
     hea = _first(raw_copy, "georgia")
     hea.with_suffix(".mat").unlink()
-    stores = tmp_path / "stores"
-    out = stores / "cinc2020.zarr"
-    with pytest.raises(ConversionError) as info:
-        cinc2020.convert(raw_copy, out, fs=100, max_quarantine_fraction=0.01, progress=False)
-    assert str(raw_copy) in str(info.value) and str(quarantine_path(out)) in str(info.value)
-    assert not out.exists()
-    assert not [p.name for p in stores.iterdir() if ".tmp-" in p.name]
-    assert list(read_quarantine(out)) == [_key(raw_copy, hea)]
+    quarantined = assert_fraction_failure(cinc2020.convert, raw_copy, tmp_path / "stores" / "cinc2020.zarr", 0.01)
+    assert list(quarantined) == [_key(raw_copy, hea)]
 
 
 def test_failed_conversion_keeps_previous_store(raw_copy, tmp_path):
-    out = tmp_path / "keep.zarr"
-    cinc2020.convert(raw_copy, out, fs=100, progress=False)
-    _first(raw_copy, "ptb").with_suffix(".mat").write_bytes(b"\0" * 10)
-    with pytest.raises(ConversionError):
-        cinc2020.convert(raw_copy, out, fs=100, max_quarantine_fraction=0.0, progress=False)
-    assert open_store(out).attrs["n_records"] == N_DEMO
+    assert_failure_keeps_previous_store(
+        cinc2020.convert, raw_copy, tmp_path / "keep.zarr",
+        lambda: _first(raw_copy, "ptb").with_suffix(".mat").write_bytes(b"\0" * 10), n_records=N_DEMO)
 
 
 @pytest.mark.parametrize("table", ["dx_mapping_scored.csv", "dx_mapping_unscored.csv"])
 def test_missing_mapping_table(raw_copy, tmp_path, table):
-    (raw_copy / table).unlink()
-    out = tmp_path / "none.zarr"
-    with pytest.raises(ConversionError, match=table):
-        cinc2020.convert(raw_copy, out, fs=100, progress=False)
-    assert not out.exists()
+    assert_missing_input_fails(cinc2020.convert, raw_copy, table, tmp_path / "none.zarr")
 
 
 # --------------------------------------------------------------------------------------------- download, CLI
-@pytest.fixture
-def http_dir(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 def test_download_fetches_archive_and_missing_tables(demo_tree, http_dir, tmp_path):
     root, base = http_dir
     top = "classification-of-12-lead-ecgs-the-physionetcomputing-in-cardiology-challenge-2020-1.0.2"
@@ -572,9 +518,6 @@ def test_download_fetches_archive_and_missing_tables(demo_tree, http_dir, tmp_pa
 def test_cli_demo_and_convert(tmp_path, capsys):
     raw = tmp_path / "raw"
     assert main(["demo", "cinc2020", "--out", str(raw), "--n-records", "8", "--seed", "2"]) == 0
-    out = tmp_path / "cli.zarr"
-    assert main(["convert", "cinc2020", "--raw", str(raw), "--out", str(out)]) == 0
-    assert '"records": 8' in capsys.readouterr().out
-    root = open_store(out)
-    assert root.attrs["n_records"] == 8 and root.attrs["fs"] == 100
+    root = assert_cli_converts(capsys, "cinc2020", raw, tmp_path / "cli.zarr", 8)
+    assert root.attrs["fs"] == 100
     assert root["signals"].shape == (8, 12, 1000)  # the default cap: 10 s

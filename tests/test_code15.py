@@ -4,12 +4,8 @@ from a local server and the CLI."""
 
 from __future__ import annotations
 
-import csv
-import functools
 import shutil
-import threading
 import zipfile
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import h5py
@@ -23,16 +19,13 @@ from physiossl.data.fetch import DownloadError
 from physiossl.data.sources import ConversionError, available, code15, codetest
 from physiossl.data.store import open_store, quarantine_path, read_labels, read_meta
 
+from helpers import read_quarantine
+
 CLASSES = ["1dAVb", "RBBB", "LBBB", "SB", "AF", "ST"]
 N_DEMO = 90
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def read_quarantine(store: Path) -> dict[str, str]:
-    with open(quarantine_path(store), newline="") as fh:
-        return {r["record"]: r["reason"] for r in csv.DictReader(fh)}
-
-
 def read_parts(tree: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{part name: (tracings, exam ids)} read with h5py, independently of the package."""
     out = {}
@@ -345,22 +338,6 @@ def test_limb_lead_check(code15_tree, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- download, CLI
-@pytest.fixture
-def http_dir(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 def test_download_code15_from_a_mirror(code15_tree, http_dir, tmp_path):
     www, base = http_dir
     (www / "files").mkdir()

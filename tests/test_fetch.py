@@ -23,6 +23,8 @@ from physiossl.data.fetch import (
     verify_sha256sums,
 )
 
+from helpers import leftovers
+
 FIXTURE_TREE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ptbxl"
 TOP = "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3"
 ARCHIVE_NAME = f"{TOP}.zip"
@@ -206,10 +208,6 @@ def assert_tree_matches_fixtures(out: Path) -> None:
         assert got[rel] == data, f"{rel} differs from the fixture"
 
 
-def leftover_tmp_dirs(parent: Path) -> list[str]:
-    return [p.name for p in parent.iterdir() if ".tmp-" in p.name]
-
-
 # --------------------------------------------------------------------------- tests
 
 
@@ -222,7 +220,7 @@ def test_fetch_archive_tree_full(server, archive_bytes, tmp_path):
     assert_tree_matches_fixtures(out)
     assert verify_sha256sums(out) == sums_count() == 13
     assert (tmp_path / "data" / ".downloads" / ARCHIVE_NAME).read_bytes() == archive_bytes
-    assert not leftover_tmp_dirs(tmp_path / "data")
+    assert not leftovers(tmp_path / "data")
     assert [r["range"] for r in server.state.gets()] == [None]
 
 
@@ -357,7 +355,7 @@ def test_corrupted_file_in_archive_is_reported(server, tmp_path):
     blamed = [rel for rel in files if rel != "SHA256SUMS.txt" and rel in message]
     assert blamed == [CORRUPTED_REL]  # only the damaged file is blamed
     assert not out.exists()
-    assert not leftover_tmp_dirs(parent)
+    assert not leftovers(parent)
 
 
 def test_failed_fetch_keeps_existing_out_dir(server, tmp_path):
@@ -372,7 +370,7 @@ def test_failed_fetch_keeps_existing_out_dir(server, tmp_path):
         fetch_archive_tree(url, out, progress=False)
 
     assert (out / "keep.txt").read_text() == "previous good copy"
-    assert not leftover_tmp_dirs(tmp_path)
+    assert not leftovers(tmp_path)
 
 
 def test_download_sha256_mismatch(server, archive_bytes, tmp_path):
@@ -462,7 +460,7 @@ def test_not_a_zip_is_reported(server, tmp_path):
 
     assert str(archive) in str(info.value)
     assert not out.exists()
-    assert not leftover_tmp_dirs(parent)
+    assert not leftovers(parent)
     assert not archive.exists()  # a bogus cached archive is not reused by a rerun
 
     bogus = tmp_path / "bogus.zip"
@@ -479,7 +477,7 @@ def test_missing_sha256sums(server, tmp_path):
     with pytest.raises(DownloadError, match="SHA256SUMS.txt"):
         fetch_archive_tree(url, out, progress=False)
     assert not out.exists()
-    assert not leftover_tmp_dirs(out.parent)
+    assert not leftovers(out.parent)
 
     # Verification can be switched off explicitly.
     fetch_archive_tree(url, out, sums_file=None, progress=False)

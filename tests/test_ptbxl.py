@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import ast
-import csv
-import hashlib
-import os
-import shutil
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,41 +12,13 @@ import wfdb
 from scipy.signal import find_peaks, resample_poly
 
 from physiossl.cli import main
-from physiossl.data.sources import ConversionError, ptbxl
-from physiossl.data.store import LEADS, open_store, quarantine_path, read_labels, read_meta
+from physiossl.data.sources import ptbxl
+from physiossl.data.store import LEADS, open_store, read_labels, read_meta
 
-CANONICAL = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+from helpers import (CANONICAL, assert_cli_converts, assert_failure_keeps_previous_store, assert_fraction_failure,
+                     assert_missing_input_fails, copy_tree, read_quarantine, sha256, wfdb_canonical)
+
 RHYTHMS = {"SR", "SBRAD", "STACH", "AFIB", "SARRH"}
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def copy_tree(src: Path, dst: Path) -> Path:
-    """Copy a raw tree and make it writable (the shared fixtures are read-only)."""
-    shutil.copytree(src, dst)
-    for root, dirs, files in os.walk(dst):
-        for name in dirs + files:
-            p = Path(root) / name
-            p.chmod(p.stat().st_mode | stat.S_IWUSR | stat.S_IRUSR | (stat.S_IXUSR if p.is_dir() else 0))
-    Path(dst).chmod(Path(dst).stat().st_mode | stat.S_IWUSR)
-    return Path(dst)
-
-
-def wfdb_canonical(stem: Path) -> np.ndarray:
-    """(12, T) float32 in the canonical lead order, straight from wfdb."""
-    rec = wfdb.rdrecord(str(stem))
-    names = [n.upper() for n in rec.sig_name]
-    order = [names.index(lead.upper()) for lead in CANONICAL]
-    return rec.p_signal[:, order].T.astype(np.float32)
-
-
-def read_quarantine(store: Path) -> dict[str, str]:
-    with open(quarantine_path(store), newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {r["record"]: r["reason"] for r in rows}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -340,34 +307,19 @@ def test_quarantine_malformed_scp_codes(raw_copy, tmp_path):
 def test_quarantine_above_fraction_fails_cleanly(raw_copy, tmp_path):
     dat = raw_copy / "records100/00000/00001_lr.dat"
     dat.write_bytes(dat.read_bytes()[:1000])
-    stores = tmp_path / "stores"
-    out = stores / "ptbxl.zarr"
-    with pytest.raises(ConversionError) as info:
-        ptbxl.convert(raw_copy, out, fs=100, max_quarantine_fraction=0.0, progress=False)
-    message = str(info.value)
-    assert str(raw_copy) in message
-    assert str(quarantine_path(out)) in message
-    assert not out.exists()
-    assert not [p.name for p in stores.iterdir() if ".tmp-" in p.name]
-    assert list(read_quarantine(out)) == ["1"]
+    quarantined = assert_fraction_failure(ptbxl.convert, raw_copy, tmp_path / "stores" / "ptbxl.zarr", 0.0)
+    assert list(quarantined) == ["1"]
 
 
 def test_failed_conversion_keeps_previous_store(raw_copy, tmp_path):
-    out = tmp_path / "stores" / "ptbxl.zarr"
-    ptbxl.convert(raw_copy, out, fs=100, progress=False)
-    (raw_copy / "records100/00000/00003_lr.dat").write_bytes(b"\0" * 10)
-    with pytest.raises(ConversionError):
-        ptbxl.convert(raw_copy, out, fs=100, max_quarantine_fraction=0.0, progress=False)
-    assert open_store(out).attrs["n_records"] == 3
+    assert_failure_keeps_previous_store(
+        ptbxl.convert, raw_copy, tmp_path / "stores" / "ptbxl.zarr",
+        lambda: (raw_copy / "records100/00000/00003_lr.dat").write_bytes(b"\0" * 10), n_records=3)
 
 
 @pytest.mark.parametrize("name", ["ptbxl_database.csv", "scp_statements.csv"])
 def test_missing_csv(raw_copy, tmp_path, name):
-    (raw_copy / name).unlink()
-    out = tmp_path / "ptbxl.zarr"
-    with pytest.raises(ConversionError, match=name):
-        ptbxl.convert(raw_copy, out, fs=100, progress=False)
-    assert not out.exists()
+    assert_missing_input_fails(ptbxl.convert, raw_copy, name, tmp_path / "ptbxl.zarr")
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -381,11 +333,7 @@ def test_cli_convert_missing_raw_dir(tmp_path, capsys):
 
 
 def test_cli_convert_fixture_tree(raw_copy, tmp_path, capsys):
-    out = tmp_path / "cli.zarr"
-    code = main(["convert", "ptbxl", "--raw", str(raw_copy), "--out", str(out), "--fs", "100"])
-    assert code == 0
-    assert '"records": 3' in capsys.readouterr().out
-    assert open_store(out).attrs["n_records"] == 3
+    assert_cli_converts(capsys, "ptbxl", raw_copy, tmp_path / "cli.zarr", 3, "--fs", "100")
 
 
 def test_permuted_lead_order_is_mapped_by_name(raw_copy, ptbxl_raw, tmp_path):

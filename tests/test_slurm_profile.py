@@ -25,6 +25,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# the stand-in sbatch's own option parser ('--name value', '--name=value', '-X value'), reused to read its calls
+from slurm_stubs._slurm_stub import _opt
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 DEFAULT_PROFILE = ROOT / "workflow" / "profiles" / "default"
@@ -110,17 +113,6 @@ def run_with_slurm_stubs(
     if stub_log.exists():
         calls = [json.loads(line)["argv"] for line in stub_log.read_text().splitlines() if line]
     return proc, calls
-
-
-def _opt(argv: list[str], *names: str) -> str | None:
-    """Value of an sbatch option given as '--name value', '--name=value' or '-X value'."""
-    for i, a in enumerate(argv):
-        for n in names:
-            if a == n and i + 1 < len(argv):
-                return argv[i + 1]
-            if n.startswith("--") and a.startswith(n + "="):
-                return a[len(n) + 1:]
-    return None
 
 
 def _calls_for_rule(calls: list[list[str]], rule: str) -> list[list[str]]:
