@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from types import ModuleType
 
 
 class ConversionError(RuntimeError):
     """A conversion cannot produce a trustworthy store."""
+
+
+def settle_quarantine(raw_dir: Path, out: Path, entries: list[tuple[str, str]], n_total: int,
+                      max_fraction: float, unit: str = "records") -> None:
+    """Write ``<out>.quarantine.csv`` and fail when more than ``max_fraction`` of the records are in it."""
+    from ..store import quarantine_path, write_quarantine
+
+    write_quarantine(quarantine_path(out), entries)
+    fraction = len(entries) / max(n_total, 1)
+    if fraction > max_fraction:
+        raise ConversionError(
+            f"{raw_dir}: {len(entries)} of {n_total} {unit} ({fraction:.2%}) quarantined, above the configured "
+            f"maximum of {max_fraction:.2%}; see {quarantine_path(out)}")
 
 
 def available() -> list[str]:

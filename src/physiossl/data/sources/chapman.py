@@ -65,8 +65,8 @@ from tqdm import tqdm
 from .. import synth
 from ..fetch import CorruptArchiveError, DownloadError, download_file, fetch_archive_tree, safe_extract_zip
 from ..files import atomic_dir, sha256_file
-from ..store import LEADS, EcgStoreWriter, quarantine_path, write_quarantine
-from . import ConversionError
+from ..store import LEADS, EcgStoreWriter
+from . import ConversionError, settle_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -581,13 +581,7 @@ def _write(candidates: list[_Candidate], raw_dir: Path, out: Path, fs: int, labe
                 continue
             writer.append(signal, meta=cand.meta, labels=cand.labels, targets=cand.targets,
                           norm=cand.meta["fold"] in norm_folds)
-        total = max(len(candidates), 1)
-        fraction = len(quarantine) / total
-        write_quarantine(quarantine_path(out), quarantine)
-        if fraction > max_quarantine_fraction:
-            raise ConversionError(
-                f"{raw_dir}: {len(quarantine)} of {len(candidates)} records ({fraction:.2%}) quarantined, above "
-                f"the configured maximum of {max_quarantine_fraction:.2%}; see {quarantine_path(out)}")
+        settle_quarantine(raw_dir, out, quarantine, len(candidates), max_quarantine_fraction)
         writer.finish(dataset=NAME, source_version=version, fs=fs, label_sets=label_sets, provenance=provenance,
                       norm_folds=sorted(norm_folds))
     summary = {"records": writer.n_records, "quarantined": len(quarantine), "fs": fs, "store": str(out)}

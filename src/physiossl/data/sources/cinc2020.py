@@ -63,8 +63,8 @@ from tqdm import tqdm
 from .. import synth
 from ..fetch import download_file, fetch_archive_tree
 from ..files import atomic_dir, sha256_file
-from ..store import LEADS, EcgStoreWriter, quarantine_path, write_quarantine
-from . import ConversionError
+from ..store import LEADS, EcgStoreWriter
+from . import ConversionError, settle_quarantine
 from ._challenge import read_challenge_record
 
 log = logging.getLogger(__name__)
@@ -380,12 +380,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
                 labels={"all": list(dict.fromkeys(rec.dx)), "scored": [c for c in rec.dx if c in scored]},
                 norm=fold in norm_folds, xref=xref,
             )
-        fraction = len(quarantine) / n_total
-        write_quarantine(quarantine_path(out), quarantine)
-        if fraction > max_quarantine_fraction:
-            raise ConversionError(
-                f"{raw_dir}: {len(quarantine)} of {n_total} records ({fraction:.2%}) quarantined, above the "
-                f"configured maximum of {max_quarantine_fraction:.2%}; see {quarantine_path(out)}")
+        settle_quarantine(raw_dir, out, quarantine, n_total, max_quarantine_fraction)
         extra_codes = _sorted_codes(unknown)
         label_sets = {"all": _sorted_codes(known) + extra_codes, "scored": scored}
         provenance = {

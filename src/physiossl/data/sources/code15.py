@@ -71,7 +71,7 @@ from .. import synth
 from ..fetch import CorruptArchiveError, DownloadError, download_file, safe_extract_zip
 from ..files import atomic_dir, replace_path, sha256_file
 from ..store import EcgStoreWriter, quarantine_path, write_quarantine
-from . import ConversionError
+from . import ConversionError, settle_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -639,16 +639,21 @@ def _float_or_none(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def read_exams(path: Path) -> pd.DataFrame:
+def read_table(path: Path, columns: Sequence[str], **read_csv) -> pd.DataFrame:
+    """A CSV table with the given columns (names stripped); ConversionError naming the file otherwise."""
     try:
-        df = pd.read_csv(path, dtype={"trace_file": str})
+        df = pd.read_csv(path, **read_csv)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise ConversionError(f"{path}: unreadable exams table ({exc})") from exc
+        raise ConversionError(f"{path}: unreadable table ({exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ConversionError(f"{path}: missing columns {missing} (has {list(df.columns)})")
     return df
+
+
+def read_exams(path: Path) -> pd.DataFrame:
+    return read_table(path, REQUIRED_COLUMNS, dtype={"trace_file": str})
 
 
 def exam_fields(row: dict) -> tuple[dict, list[str], dict[str, float]]:
@@ -838,12 +843,7 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, ex
                 writer.append(result, meta={"record_id": rid, **meta}, labels={"all": labels}, targets=targets,
                               norm=meta["fold"] in norm_folds)
         bar.close()
-        fraction = len(quarantine) / n_total
-        write_quarantine(quarantine_path(out), quarantine)
-        if fraction > max_quarantine_fraction:
-            raise ConversionError(
-                f"{raw_dir}: {len(quarantine)} of {n_total} exams ({fraction:.2%}) quarantined, above the "
-                f"configured maximum of {max_quarantine_fraction:.2%}; see {quarantine_path(out)}")
+        settle_quarantine(raw_dir, out, quarantine, n_total, max_quarantine_fraction, unit="exams")
         hashes = hasher.result()
         sums_check = check_against_sums(raw_dir, hashes)
         provenance = {

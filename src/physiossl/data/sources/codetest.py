@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 from ..fetch import download_file, fetch_archive_tree
 from ..files import atomic_dir
-from ..store import EcgStoreWriter, quarantine_path, write_quarantine
-from . import ConversionError
-from .code15 import (BLOCK_ROWS, CLASSES, DEFAULT_MIN_SECONDS, MAX_ABS_MV, N_RAW_SAMPLES, NATIVE_FS, BackgroundHasher,
+from ..store import EcgStoreWriter
+from . import ConversionError, settle_quarantine
+from .code15 import (BLOCK_ROWS, read_table, CLASSES, DEFAULT_MIN_SECONDS, MAX_ABS_MV, N_RAW_SAMPLES, NATIVE_FS, BackgroundHasher,
                      check_against_sums, demo_tracings, find_one, fold_of, iter_hdf5_records, lead_check_or_fail,
                      open_tracings, parse_bool, probe_records, resampled_length, resampling_ratio,
                      resolve_amplitude_unit, sha256sums_text, spec_labels)
@@ -128,16 +128,6 @@ def demo(out_dir: Path, n_records: int = 60, seed: int = 0) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- convert
-def _read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise ConversionError(f"{path}: unreadable table ({exc})") from exc
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ConversionError(f"{path}: missing columns {missing} (has {list(df.columns)})")
-    return df
 
 
 def _label_rows(df: pd.DataFrame) -> list[list[str] | str]:
@@ -168,7 +158,7 @@ def _extra_annotations(gold_path: Path, n: int) -> tuple[dict[str, tuple[Path, l
             continue
         name = re.sub(r"\W", "_", path.stem)
         try:
-            df = _read_table(path, CLASSES)
+            df = read_table(path, CLASSES)
         except ConversionError as exc:
             skipped[path.name] = str(exc)
             continue
@@ -196,8 +186,8 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     attrs_path = find_one(raw_dir, ATTRIBUTES, _HINT)
     gold_path = find_one(raw_dir, GOLD, _HINT)
     n, n_raw, _ = open_tracings(h5_path, with_exam_id=False)
-    attributes = _read_table(attrs_path, ("age", "sex"))
-    gold = _read_table(gold_path, CLASSES)
+    attributes = read_table(attrs_path, ("age", "sex"))
+    gold = read_table(gold_path, CLASSES)
     if not n == len(attributes) == len(gold):
         raise ConversionError(
             f"{raw_dir}: row counts disagree: {h5_path.name} has {n} tracings, {attrs_path.name} has "
@@ -258,12 +248,8 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5
                 labels={"all": gold_rows[row], **{name: rows[row] for name, (_, rows) in extras.items()}},
                 norm=fold in norm_folds,
             )
-        fraction = len(quarantine) / n
-        write_quarantine(quarantine_path(out), sorted(quarantine, key=lambda e: int(e[0])))
-        if fraction > max_quarantine_fraction:
-            raise ConversionError(
-                f"{raw_dir}: {len(quarantine)} of {n} exams ({fraction:.2%}) quarantined, above the configured "
-                f"maximum of {max_quarantine_fraction:.2%}; see {quarantine_path(out)}")
+        settle_quarantine(raw_dir, out, sorted(quarantine, key=lambda e: int(e[0])), n, max_quarantine_fraction,
+                          unit="exams")
         hashes = hasher.result()
         provenance = {
             "raw_dir": str(raw_dir),

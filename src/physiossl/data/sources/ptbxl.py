@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from ..fetch import fetch_archive_tree
 from ..files import atomic_dir, sha256_file
-from ..store import LEADS, EcgStoreWriter, quarantine_path, write_quarantine
+from ..store import LEADS, EcgStoreWriter
 from .. import synth
-from . import ConversionError
+from . import ConversionError, settle_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +250,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
                 labels=record_labels(codes, scp),
                 norm=fold in norm_folds,
             )
-        fraction = len(quarantine) / max(len(db), 1)
-        write_quarantine(quarantine_path(out), quarantine)
-        if fraction > max_quarantine_fraction:
-            raise ConversionError(
-                f"{raw_dir}: {len(quarantine)} of {len(db)} records ({fraction:.2%}) quarantined, above the "
-                f"configured maximum of {max_quarantine_fraction:.2%}; see {quarantine_path(out)}")
+        settle_quarantine(raw_dir, out, quarantine, len(db), max_quarantine_fraction)
         writer.finish(
             dataset=NAME, source_version=SOURCE_VERSION, fs=fs, label_sets=label_sets,
             provenance=_provenance(raw_dir, column, resample is not None, native, fs),
