@@ -639,6 +639,28 @@ def _float_or_none(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+
+def tracings_provenance(raw_dir: Path, zenodo_record: str, hashes: dict[Path, str], fs: int,
+                        ratio: tuple[int, int] | None, decision: dict, lead_check: dict,
+                        min_seconds: float, max_abs_mv: float) -> dict:
+    """The provenance both CODE releases share: files, resampling, padding, amplitude unit, lead check."""
+    return {
+        "raw_dir": str(raw_dir),
+        "zenodo_record": zenodo_record,
+        "files_sha256": {p.relative_to(raw_dir).as_posix(): h for p, h in hashes.items()},
+        "sha256sums": check_against_sums(raw_dir, hashes),
+        "native_fs": NATIVE_FS,
+        "resampling": (f"resample_poly {NATIVE_FS} Hz → {fs} Hz (up {ratio[0]}, down {ratio[1]}) of each "
+                       f"record's valid span" if ratio else "none"),
+        "padding": "zero padding on both sides removed (valid span = first to last sample with any lead "
+                   "non-zero); stored left-aligned",
+        "amplitude_unit": decision,
+        "lead_order": "I, II, III, aVR, aVL, aVF, V1-V6 as stored in the HDF5 tracings",
+        "lead_check": lead_check,
+        "min_seconds": float(min_seconds),
+        "max_abs_mv": float(max_abs_mv),
+    }
+
 def read_table(path: Path, columns: Sequence[str], **read_csv) -> pd.DataFrame:
     """A CSV table with the given columns (names stripped); ConversionError naming the file otherwise."""
     try:
@@ -845,27 +867,14 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, ex
         bar.close()
         settle_quarantine(raw_dir, out, quarantine, n_total, max_quarantine_fraction, unit="exams")
         hashes = hasher.result()
-        sums_check = check_against_sums(raw_dir, hashes)
         provenance = {
-            "raw_dir": str(raw_dir),
-            "zenodo_record": ZENODO_RECORD,
-            "files_sha256": {p.relative_to(raw_dir).as_posix(): h for p, h in hashes.items()},
-            "sha256sums": sums_check,
-            "native_fs": NATIVE_FS,
-            "resampling": (f"resample_poly {NATIVE_FS} Hz → {fs} Hz (up {ratio[0]}, down {ratio[1]}) of each "
-                           f"record's valid span" if ratio else "none"),
-            "padding": "zero padding on both sides removed (valid span = first to last sample with any lead "
-                       "non-zero); stored left-aligned",
-            "amplitude_unit": decision,
-            "lead_order": "I, II, III, aVR, aVL, aVF, V1-V6 as stored in the files",
-            "lead_check": lead_check,
+            **tracings_provenance(raw_dir, ZENODO_RECORD, hashes, fs, ratio, decision, lead_check,
+                                  min_seconds, max_abs_mv),
             "folds": "1 + sha256(patient_id) mod 10",
             "matching": "exams.csv and the HDF5 parts matched by exam_id",
             "hdf5_padding_rows": padding_rows,
             "parts": list(part_files),
             "exams_out_of_scope": n_out_of_scope,
-            "min_seconds": float(min_seconds),
-            "max_abs_mv": float(max_abs_mv),
         }
         writer.finish(
             dataset=NAME, source_version=SOURCE_VERSION, fs=fs, label_sets={"all": list(CLASSES)},

@@ -40,8 +40,8 @@ from ..fetch import download_file, fetch_archive_tree
 from ..files import atomic_dir
 from ..store import EcgStoreWriter
 from . import ConversionError, settle_quarantine
-from .code15 import (BLOCK_ROWS, read_table, CLASSES, DEFAULT_MIN_SECONDS, MAX_ABS_MV, N_RAW_SAMPLES, NATIVE_FS, BackgroundHasher,
-                     check_against_sums, demo_tracings, find_one, fold_of, iter_hdf5_records, lead_check_or_fail,
+from .code15 import (BLOCK_ROWS, read_table, tracings_provenance, CLASSES, DEFAULT_MIN_SECONDS, MAX_ABS_MV, N_RAW_SAMPLES, NATIVE_FS, BackgroundHasher,
+                     demo_tracings, find_one, fold_of, iter_hdf5_records, lead_check_or_fail,
                      open_tracings, parse_bool, probe_records, resampled_length, resampling_ratio,
                      resolve_amplitude_unit, sha256sums_text, spec_labels)
 
@@ -252,23 +252,11 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5
                           unit="exams")
         hashes = hasher.result()
         provenance = {
-            "raw_dir": str(raw_dir),
-            "zenodo_record": ZENODO_RECORD,
-            "files_sha256": {p.relative_to(raw_dir).as_posix(): h for p, h in hashes.items()},
-            "sha256sums": check_against_sums(raw_dir, hashes),
-            "native_fs": NATIVE_FS,
-            "resampling": (f"resample_poly {NATIVE_FS} Hz → {fs} Hz (up {ratio[0]}, down {ratio[1]}) of each "
-                           f"record's valid span" if ratio else "none"),
-            "padding": "zero padding on both sides removed (valid span = first to last sample with any lead "
-                       "non-zero); stored left-aligned",
-            "amplitude_unit": decision,
-            "lead_order": "I, II, III, aVR, aVL, aVF, V1-V6 as stored in the file",
-            "lead_check": lead_check,
+            **tracings_provenance(raw_dir, ZENODO_RECORD, hashes, fs, ratio, decision, lead_check,
+                                  min_seconds, max_abs_mv),
             "rows": f"row i of {TRACINGS}, {ATTRIBUTES} and {GOLD} is exam i; record_id = i",
             "folds": "1 + sha256(record_id) mod 10",
             "label_sets": {"all": GOLD, **{name: p.name for name, (p, _) in extras.items()}},
-            "min_seconds": float(min_seconds),
-            "max_abs_mv": float(max_abs_mv),
         }
         writer.finish(
             dataset=NAME, source_version=SOURCE_VERSION, fs=fs,
