@@ -8,7 +8,8 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from physiossl.config import RANDOM_INIT, pretrain_members, stage_view, validate_config
+from physiossl.config import (eval_subsets, pretrain_members, pretrained_methods, random_init_encoder, stage_view,
+                              validate_config)
 
 min_version("9.0")
 

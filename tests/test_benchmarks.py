@@ -45,3 +45,24 @@ def test_bench_data_runs(tmp_path):
     assert "float32 zstd level 0 (current, re-measured)" in out and "int16 1 uV" in out
     assert all((tmp_path / "stores" / f"{name}_100hz.zarr").is_dir() for name in ("ptbxl", "chapman", "cinc2020"))
     assert (tmp_path / "pool_signals.npy").is_file()
+
+
+METHODS_SCRIPT = SCRIPT.with_name("bench_methods.py")
+
+
+def test_bench_methods_runs_every_method():
+    """bench_methods.py with the demo grid's CPU-sized heads: one timed step of every method and the baseline."""
+    from physiossl.methods import available
+
+    config = SCRIPT.parents[1] / "config" / "demo_methods.yaml"
+    proc = subprocess.run(
+        [sys.executable, str(METHODS_SCRIPT), "--config", str(config), "--batch", "8", "--steps", "1", "--warmup", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "torch threads" in out and "precision 32-true" in out
+    assert re.search(r"^supervised\s+xresnet1d50\s+crop\s+250\s+\d+\.\d samples/s", out, re.M), out
+    for name in available():
+        assert re.search(rf"^ratio {name}/supervised: \d+\.\d\dx$", out, re.M), (name, out)
+    assert re.search(r"^cpc\s+cpc\s+crop\s+250\s", out, re.M), out

@@ -29,6 +29,9 @@ def tiny_config() -> dict:
     config["pretrain"]["trainer"].update(max_epochs=1, batch_size=64)
     config["evaluate"]["linear"]["epochs"] = 3
     config["evaluate"]["finetune"]["epochs"] = 1
+    config["evaluate"]["bootstrap"]["n"] = 20
+    config["evaluate"]["robustness"]["levels"] = 2
+    config["experiment"]["label_efficiency"] = {"protocols": ["linear"], "fractions": [0.5], "folds": [2]}
     for stage in ("pretrain", "evaluate"):
         config["resources"][stage]["threads"] = 1
     return config
@@ -92,14 +95,17 @@ def test_snakemake_and_dvc_repro_agree_and_rerun_only_what_changed(tmp_path):
     for method in ("simclr", "random"):
         for protocol in ("linear", "finetune"):
             assert re.search(rf"\| {method} \| {protocol} \| 0\.\d+", table), table
-    assert (sm / "results/tiny/report/figure.png").stat().st_size > 1000
+    for figure in ("figure", "label_efficiency", "robustness"):
+        assert (sm / f"results/tiny/report/{figure}.png").stat().st_size > 1000
+    efficiency = (sm / "results/tiny/report/label_efficiency.csv").read_text()
+    assert len(efficiency.strip().splitlines()) == 1 + 2 * 3  # header + 2 methods x (all, frac0.5, folds2)
     assert planned_jobs(sm) == {}
 
     dv = make_project(tmp_path, "dvc")
     (dv / "dvc.yaml").write_text(export_dvc_yaml(dv / "config" / "tiny.yaml", dv / "Snakefile"))
     run([str(BIN / "dvc"), "init", "--no-scm", "-q"], dv)
     run([str(BIN / "dvc"), "repro"], dv)
-    assert results(dv) == results(sm) and len(results(sm)) == 4
+    assert results(dv) == results(sm) and len(results(sm)) == 8
     assert (dv / "results/tiny/report/table.csv").read_text() == (sm / "results/tiny/report/table.csv").read_text()
     assert "up to date" in run([str(BIN / "dvc"), "status"], dv).stdout
 
@@ -108,9 +114,10 @@ def test_snakemake_and_dvc_repro_agree_and_rerun_only_what_changed(tmp_path):
     config["evaluate"]["linear"]["lr"] = 0.02
     for project in (sm, dv):
         (project / "config" / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    assert planned_jobs(sm) == {"evaluate": 2, "report": 1, "all": 1}
+    assert planned_jobs(sm) == {"evaluate": 6, "report": 1, "all": 1}
     changed = run([str(BIN / "dvc"), "status", "--json"], dv).stdout
-    assert set(json.loads(changed)) == {"evaluate-random-linear", "evaluate-simclr-linear"}
+    assert set(json.loads(changed)) == {f"evaluate-{m}-linear-{s}" for m in ("random", "simclr")
+                                        for s in ("all", "frac0.5", "folds2")}
 
     # a source change of the model reruns pretraining (and everything downstream of it)
     (sm / "config" / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
@@ -118,7 +125,7 @@ def test_snakemake_and_dvc_repro_agree_and_rerun_only_what_changed(tmp_path):
     model = sm / "src/physiossl/models/xresnet1d.py"
     model.write_text(model.read_text() + "\n# changed\n")
     jobs = planned_jobs(sm)
-    assert jobs["pretrain"] == 1 and jobs["evaluate"] == 4 and "convert" not in jobs
+    assert jobs["pretrain"] == 1 and jobs["evaluate"] == 8 and "convert" not in jobs
 
 
 def test_committed_dvc_yaml_is_the_export_of_the_paper_config():
@@ -126,11 +133,37 @@ def test_committed_dvc_yaml_is_the_export_of_the_paper_config():
     committed = (REPO / "dvc.yaml").read_text()
     assert committed == expected, "dvc.yaml is stale: run `physiossl export-dvc --configfile config/paper_ecg.yaml`"
     stages = yaml.safe_load(committed)["stages"]
-    assert {"download_data-ptbxl", "convert-ptbxl-100", "pretrain-simclr", "report"} <= set(stages)
+    assert {"download_data-ptbxl", "convert-ptbxl-100", "pretrain-simclr", "pretrain-cpc", "report"} <= set(stages)
     assert stages["pretrain-simclr"]["params"] == [{"config/paper_ecg.yaml": [
-        "seed", "pretrain.dataset", "pretrain.folds", "pretrain.encoder", "pretrain.crop_s", "pretrain.cache",
-        "pretrain.trainer", "pretrain.methods.simclr", "evaluate.dataset", "evaluate.val_fold", "evaluate.test_fold"]}]
-    assert "src/physiossl/models/xresnet1d.py" in stages["pretrain-simclr"]["deps"]
+        "seed", "pretrain.dataset", "pools.all", "pretrain.folds", "pretrain.encoder", "pretrain.crop_s",
+        "pretrain.cache", "pretrain.trainer", "pretrain.methods.simclr", "evaluate.dataset", "evaluate.val_fold",
+        "evaluate.test_fold"]}]
+    deps = stages["pretrain-simclr"]["deps"]
+    assert "src/physiossl/models/xresnet1d.py" in deps and "src/physiossl/methods/simclr.py" in deps
+    assert "src/physiossl/methods/byol.py" not in deps and "src/physiossl/methods/base.py" in deps
+    assert "evaluate.robustness" in stages["evaluate-cpc-finetune-all"]["params"][0]["config/paper_ecg.yaml"]
+    assert "evaluate.robustness" not in stages["evaluate-cpc-finetune-frac0.1"]["params"][0]["config/paper_ecg.yaml"]
+    report = stages["report"]
+    assert report["metrics"] == [{"results/paper_ecg/report/metrics.json": {"cache": False}}]
+    plots = [next(iter(p)) for p in report["plots"]]
+    assert {"results/paper_ecg/report/label_efficiency.csv", "results/paper_ecg/report/robustness.png"} <= set(plots)
+    assert yaml.safe_load(committed)["plots"] == [p for p in plots if p.endswith(".png")]
+
+
+def test_paper_grid_plans_every_method_protocol_and_subset():
+    config = yaml.safe_load((REPO / "config" / "paper_ecg.yaml").read_text())
+    exp = config["experiment"]
+    sweep = exp["label_efficiency"]
+    runs_per_method = sum(1 + (len(sweep["fractions"]) + len(sweep["folds"]) if p in sweep["protocols"] else 0)
+                          for p in exp["protocols"])
+    baselines = [m for m in exp["methods"] if m.startswith("random")]
+    proc = run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--configfile", "config/paper_ecg.yaml"], REPO)
+    table = proc.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    n_data = len(config["datasets"])
+    assert jobs == {"download_data": n_data, "convert": n_data, "pretrain": len(exp["methods"]) - len(baselines),
+                    "evaluate": len(exp["methods"]) * runs_per_method, "report": 1, "all": 1}
+    assert sum(jobs.values()) == 236  # the count stated in config/paper_ecg.yaml and the README
 
 
 def test_export_cli_check_detects_stale_file(tmp_path):

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, stage_view
+from .config import ALL_LABELS, ConfigError, load_config, random_init_encoder, stage_view
 
 
 def _cmd_demo(args) -> dict:
@@ -40,10 +40,12 @@ def _cmd_pretrain(args) -> dict:
 
 def _cmd_evaluate(args) -> dict:
     from .stages import evaluate
-    view = stage_view(load_config(args.configfile), "evaluate", protocol=args.protocol)
+    config = load_config(args.configfile)
+    view = stage_view(config, "evaluate", protocol=args.protocol, subset=args.subset)
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
-    result = evaluate.run(view, args.method, args.protocol, Path(args.store), Path(args.out), checkpoint)
-    return {k: result[k] for k in ("method", "protocol", "test_macro_auc", "val_macro_auc", "best_epoch")}
+    result = evaluate.run(view, args.method, args.protocol, Path(args.store), Path(args.out), checkpoint,
+                          subset=args.subset, random_encoder=random_init_encoder(config, args.method))
+    return {k: result[k] for k in ("method", "protocol", "subset", "test_macro_auc", "test_ci", "best_epoch")}
 
 
 def _cmd_report(args) -> dict:
@@ -108,11 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="linear evaluation or fine-tuning of an encoder")
     p.add_argument("--configfile", required=True)
-    p.add_argument("--method", required=True, help="method name, or 'random' for random initialisation")
+    p.add_argument("--method", required=True,
+                   help="method name, or a random-initialisation baseline ('random' or 'random_<encoder>')")
     p.add_argument("--protocol", required=True, choices=["linear", "finetune"])
+    p.add_argument("--subset", default=ALL_LABELS,
+                   help="training records: 'all' (default), 'frac<f>' (a fraction) or 'folds<k>' (the first k folds)")
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True, help="result file (.json)")
-    p.add_argument("--checkpoint", default=None, help="pretrained encoder (.pt); omitted for 'random'")
+    p.add_argument("--checkpoint", default=None, help="pretrained encoder (.pt); omitted for random-init baselines")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("report", help="tables and figure from result files")

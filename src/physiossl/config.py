@@ -16,6 +16,7 @@ import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 RANDOM_INIT = "random"  # the random-initialisation baseline: a method name that needs no pretraining
+ALL_LABELS = "all"     # the evaluation subset that trains on every record of evaluate.train_folds
 
 
 class ConfigError(ValueError):
@@ -46,7 +47,54 @@ def pretrain_members(config: dict) -> list[str]:
     return list(config.get("pools", {}).get(name, [name]))
 
 
+def random_init_encoder(config: dict, method: str) -> str | None:
+    """The encoder of a random-initialisation baseline (``random``: ``pretrain.encoder``; ``random_<encoder>``),
+    or None for an SSL method."""
+    if method == RANDOM_INIT:
+        return config["pretrain"]["encoder"]
+    if method.startswith(RANDOM_INIT + "_"):
+        return method[len(RANDOM_INIT) + 1:]
+    return None
+
+
+def pretrained_methods(config: dict) -> list[str]:
+    """The methods of the experiment that are pretrained (everything but the random-init baselines)."""
+    return [m for m in config["experiment"]["methods"] if random_init_encoder(config, m) is None]
+
+
+def eval_subsets(config: dict, protocol: str) -> list[str]:
+    """Training subsets a protocol is run on: ``all`` and, for the label-efficiency protocols,
+    ``frac<f>`` (a fraction of the training records) and ``folds<k>`` (the first k training folds)."""
+    sweep = config["experiment"].get("label_efficiency", {})
+    if protocol not in sweep.get("protocols", []):
+        return [ALL_LABELS]
+    return ([ALL_LABELS] + [f"frac{f:g}" for f in sweep.get("fractions", [])]
+            + [f"folds{k}" for k in sweep.get("folds", [])])
+
+
+def _check_methods(config: dict) -> list[str]:
+    from .models import ENCODERS
+    from .methods import validate_method_config
+
+    problems = []
+    for name, cfg in config["pretrain"]["methods"].items():
+        problems += validate_method_config(name, cfg, f"pretrain.methods.{name}", encoder=config["pretrain"]["encoder"])
+    for method in config["experiment"]["methods"]:
+        encoder = random_init_encoder(config, method)
+        if encoder is not None and encoder not in ENCODERS:
+            problems.append(f"config key 'experiment.methods': baseline '{method}' names unknown encoder '{encoder}' "
+                            f"(available: {sorted(ENCODERS)})")
+        elif encoder is None and method not in config["pretrain"]["methods"]:
+            problems.append(f"config key 'experiment.methods': method '{method}' has no entry under 'pretrain.methods'")
+    for protocol in ("linear", "finetune"):
+        for method in config["evaluate"][protocol].get("overrides", {}):
+            if method not in config["experiment"]["methods"]:
+                problems.append(f"config key 'evaluate.{protocol}.overrides.{method}': not a method of experiment.methods")
+    return problems
+
+
 def _check_cross_keys(config: dict, source: str) -> None:
+    from .augment.ecg import validate_noise
     from .data.sources import available
 
     problems = []
@@ -66,11 +114,7 @@ def _check_cross_keys(config: dict, source: str) -> None:
     if config["evaluate"]["dataset"] not in datasets:
         problems.append(f"config key 'evaluate.dataset': unknown dataset '{config['evaluate']['dataset']}' "
                         f"(defined: {sorted(datasets)})")
-    for method in config["experiment"]["methods"]:
-        if method != RANDOM_INIT and method not in config["pretrain"]["methods"]:
-            problems.append(
-                f"config key 'experiment.methods': method '{method}' has no entry under 'pretrain.methods'"
-            )
+    problems += _check_methods(config)
     ev = config["evaluate"]
     held_out = {ev["val_fold"], ev["test_fold"]}
     if ev["val_fold"] == ev["test_fold"]:
@@ -84,6 +128,16 @@ def _check_cross_keys(config: dict, source: str) -> None:
         )
     if ev["stride_s"] > ev["window_s"]:
         problems.append("config key 'evaluate.stride_s': larger than 'evaluate.window_s' leaves gaps")
+    if "robustness" in ev:
+        problems += validate_noise(ev["robustness"]["noise"], "evaluate.robustness.noise")
+    sweep = config["experiment"].get("label_efficiency", {})
+    for protocol in sweep.get("protocols", []):
+        if protocol not in config["experiment"]["protocols"]:
+            problems.append(f"config key 'experiment.label_efficiency.protocols': '{protocol}' is not in experiment.protocols")
+    for k in sweep.get("folds", []):
+        if k >= len(ev["train_folds"]):
+            problems.append(f"config key 'experiment.label_efficiency.folds': {k} must be below the number of training "
+                            f"folds ({len(ev['train_folds'])}; all of them is the 'all' run)")
     if problems:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join("  " + p for p in problems))
 
@@ -102,7 +156,7 @@ def load_config(path: str | Path) -> dict:
 
 
 def stage_keys(config: dict, stage: str, method: str | None = None, protocol: str | None = None,
-               dataset: str | None = None, fs: str | None = None) -> list[str]:
+               dataset: str | None = None, fs: str | None = None, subset: str | None = None) -> list[str]:
     """Dotted config keys that a stage (a Snakemake rule) reads, given the job's wildcards."""
     if stage == "demo_data":
         return ["seed", f"datasets.{dataset}.source", f"datasets.{dataset}.demo"]
@@ -120,13 +174,11 @@ def stage_keys(config: dict, stage: str, method: str | None = None, protocol: st
             "evaluate.dataset", "evaluate.val_fold", "evaluate.test_fold",
         ]
     if stage == "evaluate":
-        keys = [
-            "seed", "pretrain.encoder", "pretrain.crop_s", "pretrain.trainer.accelerator",
-            "pretrain.trainer.precision",
-        ] + [f"evaluate.{k}" for k in (
-            "dataset", "label_set", "train_folds", "val_fold", "test_fold", "window_s", "stride_s",
-            "aggregate", "batch_size", protocol,
-        )]
+        keys = ["seed", "pretrain.encoder", "pretrain.trainer.accelerator", "pretrain.trainer.precision"]
+        keys += [f"evaluate.{k}" for k in ("dataset", "label_set", "train_folds", "val_fold", "test_fold", "window_s",
+                                           "stride_s", "aggregate", "batch_size", "bootstrap", protocol)]
+        if subset == ALL_LABELS and "robustness" in config["evaluate"]:
+            keys.append("evaluate.robustness")
         return keys
     if stage == "report":
         return ["name", "experiment"]

@@ -2,7 +2,9 @@
 
 Every job of the DAG becomes one DVC stage with the job's exact shell command, its input files as
 ``deps``, its outputs as ``outs`` and the config keys its rule reads (:func:`physiossl.config.stage_keys`)
-as ``params`` of the config file, so ``dvc repro`` reruns the same stages Snakemake would.
+as ``params`` of the config file, so ``dvc repro`` reruns the same stages Snakemake would. The report's
+``metrics.json`` is a DVC metrics file, its PNG figures and their CSV data are DVC plots (kept in git, not in
+the DVC cache).
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ def _dag_jobs(configfile: Path, snakefile: Path):
     return jobs
 
 
+PLOT_DATA = ("label_efficiency.csv", "robustness.csv")
+
+
+def _output_kind(rule: str, path: str) -> str:
+    """``metrics`` for the report's metrics.json, ``plots`` for its figures and their data, ``outs`` otherwise."""
+    if rule != "report":
+        return "outs"
+    if path.endswith("metrics.json"):
+        return "metrics"
+    return "plots" if path.endswith((".png", *PLOT_DATA)) else "outs"
+
+
 def export_dvc_yaml(configfile: Path, snakefile: Path = Path("Snakefile")) -> str:
     snakefile = Path(snakefile).resolve()
     root = snakefile.parent
@@ -62,14 +76,22 @@ def export_dvc_yaml(configfile: Path, snakefile: Path = Path("Snakefile")) -> st
     config = load_config(config_abs)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         jobs = _dag_jobs(config_abs, snakefile)
-    stages = {}
+    stages, figures = {}, []
     for job in sorted(jobs, key=lambda j: (j["order"], sorted(j["wildcards"].items()))):
         name = "-".join([job["rule"], *(str(v) for _, v in sorted(job["wildcards"].items()))])
-        stages[name] = {
+        stage = {
             "cmd": job["cmd"],
             "deps": job["deps"],
             "params": [{config_rel: stage_keys(config, job["rule"], **job["wildcards"])}],
-            "outs": job["outs"],
         }
-    body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
+        for out in job["outs"]:
+            kind = _output_kind(job["rule"], out)
+            stage.setdefault(kind, []).append(out if kind == "outs" else {out: {"cache": False}})
+            if kind == "plots" and out.endswith(".png"):
+                figures.append(out)
+        stages[name] = stage
+    document = {"stages": stages}
+    if figures:
+        document["plots"] = figures
+    body = yaml.safe_dump(document, sort_keys=False, width=120)
     return HEADER.format(configfile=config_rel) + body

@@ -13,6 +13,13 @@ def code(*parts):
     return files
 
 
+def method_code(method):
+    """A method's own file and what every method runs (the registry, the base class, shared helpers)."""
+    shared = sorted(p.name for p in Path("src/physiossl/methods").glob("*.py")
+                    if p.name.startswith("_") or p.name == "base.py")
+    return code(*(f"methods/{name}" for name in shared), f"methods/{method}.py")
+
+
 def one_of(names):
     return "|".join(re.escape(n) for n in names) or "(?!x)x"
 

@@ -8,10 +8,9 @@ rule pretrain:
     input:
         stores=[store_path(d) for d in pretrain_members(config)],
         eval_store=store_path(config["evaluate"]["dataset"]),
-        code=lambda wc: code("models", "losses", "augment", "data/loading.py", "methods/__init__.py",
-                             "methods/base.py", f"methods/{wc.method}.py", "stages/pretrain.py"),
+        code=lambda wc: code("models", "losses", "augment", "data/loading.py", "stages/pretrain.py") + method_code(wc.method),
     wildcard_constraints:
-        method=one_of(m for m in config["experiment"]["methods"] if m != RANDOM_INIT),
+        method=one_of(pretrained_methods(config)),
     params:
         cfg=lambda wc: stage_view(config, "pretrain", method=wc.method),
     threads: resources_of("pretrain")["threads"]

@@ -1,4 +1,4 @@
-# Tables and figure of the experiment grid, from the result files only.
+# Tables and figures of the experiment grid, from the result files only.
 
 
 rule report:
@@ -6,9 +6,13 @@ rule report:
         table_md=f"{RESULTS}/report/table.md",
         table_csv=f"{RESULTS}/report/table.csv",
         figure=f"{RESULTS}/report/figure.png",
+        metrics=f"{RESULTS}/report/metrics.json",
+        label_efficiency=f"{RESULTS}/report/label_efficiency.csv",
+        label_efficiency_figure=f"{RESULTS}/report/label_efficiency.png",
+        robustness=f"{RESULTS}/report/robustness.csv",
+        robustness_figure=f"{RESULTS}/report/robustness.png",
     input:
-        results=expand(f"{RESULTS}/eval/{{method}}/{{protocol}}.json",
-                       method=config["experiment"]["methods"], protocol=config["experiment"]["protocols"]),
+        results=eval_results(),
         code=code("report", "stages/report.py"),
     params:
         cfg=stage_view(config, "report"),

@@ -8,6 +8,7 @@ hundreds of times slower than a memmap. :class:`SignalCache` holds the selected 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from dataclasses import dataclass
@@ -125,6 +126,26 @@ class SignalCache:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def with_data(self, data: np.ndarray) -> "SignalCache":
+        """The same records with other signals of the same shape (e.g. a noisy copy)."""
+        if data.shape != self.data.shape:
+            raise ValueError(f"expected signals of shape {self.data.shape}, got {data.shape}")
+        other = copy.copy(self)
+        other.data = data
+        return other
+
+    def subset(self, rows: np.ndarray) -> "SignalCache":
+        """The selected rows only (a single store's cache; e.g. a fraction of the training records)."""
+        if len(self.parts) > 1:
+            raise ValueError("subsets are taken of a single store's cache, not of a pool")
+        rows = np.asarray(rows, dtype=np.int64)
+        other = copy.copy(self)
+        other.data = np.ascontiguousarray(self.data[rows])
+        other.lengths, other.record_ids, other.datasets = self.lengths[rows], self.record_ids[rows], self.datasets[rows]
+        other.index = self.index[rows]
+        other.parts = [_Part(self.path, self.root, self.attrs, other.index, 0)]
+        return other
 
     def labels(self, label_set: str) -> tuple[np.ndarray, list[str]]:
         if len(self.parts) > 1:

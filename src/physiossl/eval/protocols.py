@@ -61,6 +61,8 @@ def record_scores(window_logits: torch.Tensor, rows: torch.Tensor, n_records: in
 
 
 def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, seed: int) -> dict:
+    """Linear head on frozen window embeddings. The result's ``predict(split)`` scores any split (e.g. a noisy
+    copy of the test records) with the selected head."""
     encoder = encoder.to(device).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
@@ -88,15 +90,41 @@ def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device,
         if best is None or val["macro_auc"] > best[0]["macro_auc"]:
             best = (val, epoch + 1, copy.deepcopy(head.state_dict()))
     head.load_state_dict(best[2])
+
+    @torch.no_grad()
+    def predict(split: Split) -> np.ndarray:
+        x, rows = window_outputs(encoder, split, task, device)
+        return record_scores(head(x), rows, len(split.cache), task.aggregate)
+
     with torch.no_grad():
-        test = macro_auc(task.test.labels, record_scores(head(emb["test"][0]), emb["test"][1], len(task.test.cache), task.aggregate), task.classes)
-    return {"val": best[0], "test": test, "best_epoch": best[1], "history": history}
+        scores = record_scores(head(emb["test"][0]), emb["test"][1], len(task.test.cache), task.aggregate)
+    return {"val": best[0], "test": macro_auc(task.test.labels, scores, task.classes), "test_scores": scores,
+            "best_epoch": best[1], "history": history, "predict": predict}
+
+
+def param_groups(encoder: nn.Module, head: nn.Module, lr: float, lr_decay: float) -> list[dict]:
+    """Discriminative learning rates: the head at ``lr``; the encoder's layer groups (``encoder.layer_groups()``,
+    input to output) at ``lr * lr_decay^k`` with k = 1 for the group next to the head, growing towards the input.
+    Encoder parameters outside every group train with the group next to the head."""
+    groups = list(encoder.layer_groups()) if lr_decay != 1.0 and hasattr(encoder, "layer_groups") else [encoder]
+    seen, out = set(), [{"params": list(head.parameters()), "lr": lr}]
+    for depth, group in enumerate(reversed(groups), start=1):
+        params = [p for p in group.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        out.append({"params": params, "lr": lr * lr_decay ** depth})
+    out[1]["params"] += [p for p in encoder.parameters() if id(p) not in seen]
+    return [g for g in out if g["params"]]
 
 
 def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, seed: int, crop: int,
              autocast_dtype: torch.dtype | None = None) -> dict:
-    model = nn.Sequential(encoder, nn.Linear(encoder.out_dim, len(task.classes))).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    """Encoder and linear head trained together on random crops; optionally the head alone for the first
+    ``head_first_epochs`` (encoder frozen including BatchNorm statistics) and with discriminative learning rates
+    (``lr_decay``). The result's ``predict(split)`` scores any split with the selected model."""
+    head = nn.Linear(encoder.out_dim, len(task.classes))
+    model = nn.Sequential(encoder, head).to(device)
+    optimizer = torch.optim.AdamW(param_groups(encoder, head, cfg["lr"], cfg.get("lr_decay", 1.0)),
+                                  lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(CropDataset(task.train.cache, crop, task.train.labels), batch_size=task.batch_size,
@@ -107,25 +135,35 @@ def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, se
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             return model(x)
 
+    def predict(split: Split) -> np.ndarray:
+        model.eval()
+        logits, rows = window_outputs(forward, split, task, device)
+        return record_scores(logits, rows, len(split.cache), task.aggregate)
+
+    head_only = cfg.get("head_first_epochs", 0)
     best, history = None, []
     for epoch in range(cfg["epochs"]):
+        frozen = epoch < head_only
+        for p in encoder.parameters():
+            p.requires_grad_(not frozen)
         model.train()
-        for x, y in tqdm(train, desc=f"fine-tuning epoch {epoch + 1}/{cfg['epochs']}", unit="batch", leave=False):
+        if frozen:
+            encoder.eval()
+        phase = "head only" if frozen else "all weights"
+        for x, y in tqdm(train, desc=f"fine-tuning epoch {epoch + 1}/{cfg['epochs']} ({phase})", unit="batch", leave=False):
             loss = loss_fn(forward(x.to(device)).float(), y.to(device))
-            optimizer.zero_grad()
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        model.eval()
-        logits, rows = window_outputs(forward, task.val, task, device)
-        val = macro_auc(task.val.labels, record_scores(logits, rows, len(task.val.cache), task.aggregate), task.classes)
-        history.append({"epoch": epoch + 1, "train_loss": loss.item(), "val_macro_auc": val["macro_auc"]})
+        val = macro_auc(task.val.labels, predict(task.val), task.classes)
+        history.append({"epoch": epoch + 1, "train_loss": loss.item(), "val_macro_auc": val["macro_auc"],
+                        "phase": phase})
         if best is None or val["macro_auc"] > best[0]["macro_auc"]:
             best = (val, epoch + 1, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
-    model.eval()
-    logits, rows = window_outputs(forward, task.test, task, device)
-    test = macro_auc(task.test.labels, record_scores(logits, rows, len(task.test.cache), task.aggregate), task.classes)
-    return {"val": best[0], "test": test, "best_epoch": best[1], "history": history}
+    scores = predict(task.test)
+    return {"val": best[0], "test": macro_auc(task.test.labels, scores, task.classes), "test_scores": scores,
+            "best_epoch": best[1], "history": history, "predict": predict}
 
 
-PROTOCOLS = {"linear", "finetune"}
+PROTOCOLS = {"linear": linear_eval, "finetune": finetune}

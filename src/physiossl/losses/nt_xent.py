@@ -10,14 +10,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import _distributed as _dist
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
-    """Mean NT-Xent over both directions; ``z1[i]`` and ``z2[i]`` are the two views of sample ``i``."""
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
+            gather_distributed: bool = False) -> torch.Tensor:
+    """Mean NT-Xent over both directions; ``z1[i]`` and ``z2[i]`` are the two views of sample ``i``.
+
+    With s_ik = cos(z_i, z_k) over the 2N embeddings z = [z1; z2] and pos(i) = i ± N,
+
+        L = 1/(2N) sum_i -log( exp(s_i,pos(i) / tau) / sum_{k != i} exp(s_ik / tau) ).
+
+    ``gather_distributed``: in a process group of W ranks holding n pairs each (equal n), the local 2n anchors are
+    scored against the 2nW embeddings of all ranks (negatives are global) and the loss is the mean over the local
+    anchors; the mean over ranks of the per-rank losses, and the DDP-averaged gradient, equal the single-process
+    loss and gradient on the global batch [z1 of rank 0, rank 1, ...]. Computed in at least float32.
+    """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"expected two (N, D) tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, targets)
+    dtype = torch.promote_types(z1.dtype, torch.float32)
+    z = F.normalize(torch.cat([z1, z2], dim=0).to(dtype), dim=1)
+    if gather_distributed and _dist.is_distributed():
+        r, w = _dist.rank(), _dist.world_size()
+        candidates = torch.cat([_dist.gather(z[:n]), _dist.gather(z[n:])], dim=0)
+    else:
+        r, w, candidates = 0, 1, z
+    big_n = n * w
+    logits = z @ candidates.T / temperature
+    local = torch.arange(n, device=z.device) + r * n
+    self_idx = torch.cat([local, local + big_n])
+    targets = torch.cat([local + big_n, local])
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[torch.arange(2 * n, device=z.device), self_idx] = True
+    return F.cross_entropy(logits.masked_fill(self_mask, float("-inf")), targets)

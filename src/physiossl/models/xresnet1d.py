@@ -47,7 +47,10 @@ class ConcatPool1d(nn.Module):
 
 
 class XResNet1d(nn.Module):
-    """Encoder: (B, C, T) → (B, 2 * width * expansion); ``features`` gives the (B, 256, T') map."""
+    """Encoder: (B, C, T) → (B, 2 * width * expansion); ``features`` gives the (B, feature_dim = 256, T') map with
+    T' = ceil(T / stride), ``stride`` the total downsampling (32: the stem's stride-2 convolution and
+    max-pool, then stride 2 at the start of stages 2–4). ``layer_groups`` lists stem and stages from input
+    to output (for discriminative learning rates)."""
 
     def __init__(self, layers: list[int], in_channels: int = 12, expansion: int = 4, width: int = 64,
                  ks: int = 5, stem: tuple[int, ...] = (32, 32, 64)):
@@ -59,21 +62,28 @@ class XResNet1d(nn.Module):
         )
         block_sizes = [stem[-1] // expansion] + [width] * len(layers)
         stages = []
+        self.stride = self.stem[0][0].stride[0] * self.stem[-1].stride
         for i, n_blocks in enumerate(layers):
+            stride = 1 if i == 0 else 2
+            self.stride *= stride
             stages.append(nn.Sequential(*[
                 ResBlock(expansion, block_sizes[i] if j == 0 else block_sizes[i + 1], block_sizes[i + 1],
-                         stride=1 if (i == 0 or j > 0) else 2, ks=ks)
+                         stride=stride if j == 0 else 1, ks=ks)
                 for j in range(n_blocks)
             ]))
         self.stages = nn.Sequential(*stages)
         self.pool = ConcatPool1d()
-        self.out_dim = 2 * width * expansion
+        self.feature_dim = width * expansion
+        self.out_dim = 2 * self.feature_dim
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x))
+
+    def layer_groups(self) -> list[nn.Module]:
+        return [self.stem, *self.stages]
 
 
 def xresnet1d50(in_channels: int = 12) -> XResNet1d:

@@ -1,17 +1,22 @@
-"""Evaluation stage: one protocol on one (pretrained or randomly initialised) encoder → one JSON result."""
+"""Evaluation stage: one protocol on one (pretrained or randomly initialised) encoder and one training subset
+→ one JSON result and the test predictions (``.npz``: labels, scores and the bootstrap resampling ids)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 
-from ..config import RANDOM_INIT
+from ..config import ALL_LABELS
 from ..data.loading import SignalCache
-from ..eval.protocols import Split, Task, finetune, linear_eval
+from ..eval.bootstrap import bootstrap_ids, macro_auc_ci
+from ..eval.protocols import PROTOCOLS, Split, Task
+from ..eval.robustness import robustness_curve
 from ..models import build_encoder
 from .common import resolve_device, write_json
 
@@ -23,56 +28,108 @@ def load_encoder(checkpoint: Path | None, encoder_name: str, in_channels: int) -
     if checkpoint is None:
         return build_encoder(encoder_name, in_channels), {"encoder": encoder_name, "init": "random"}
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    encoder = build_encoder(payload["encoder"], payload["in_channels"])
+    encoder = build_encoder(payload["encoder"], payload["in_channels"], **payload.get("encoder_args", {}))
     encoder.load_state_dict(payload["state_dict"])
     return encoder, {"encoder": payload["encoder"], "init": str(checkpoint), "pretrain_run_id": payload["run_id"],
                      "pretrain_leakage": payload.get("leakage")}
 
 
-def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoint: Path | None = None) -> dict:
+def protocol_settings(ev: dict, protocol: str, method: str) -> dict:
+    """The protocol's settings with the method's overrides applied."""
+    cfg = {k: v for k, v in ev[protocol].items() if k != "overrides"}
+    return {**cfg, **ev[protocol].get("overrides", {}).get(method, {})}
+
+
+def training_subset(cache: SignalCache, train_folds: list[int], subset: str, seed: int, store: Path) -> SignalCache:
+    """``all``; ``frac<f>``: the first round(f * n) records of one seeded permutation of the training records (nested
+    subsets, the same for every method); ``folds<k>``: the records of the first k training folds."""
+    if subset == ALL_LABELS:
+        return cache
+    if subset.startswith("frac"):
+        fraction = float(subset[4:])
+        n = max(1, int(round(fraction * len(cache))))
+        order = np.random.default_rng(seed).permutation(len(cache))
+        return cache.subset(np.sort(order[:n]))
+    if subset.startswith("folds"):
+        return SignalCache(store, folds=sorted(train_folds)[:int(subset[5:])])
+    raise ValueError(f"unknown training subset {subset!r} (all, frac<f>, folds<k>)")
+
+
+def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoint: Path | None = None,
+        subset: str = ALL_LABELS, random_encoder: str | None = None) -> dict:
+    """``random_encoder``: the encoder of a random-initialisation baseline (no checkpoint)."""
     ev = view["evaluate"]
     started = time.time()
     L.seed_everything(view["seed"], verbose=False)
-    if (method == RANDOM_INIT) != (checkpoint is None):
-        raise ValueError(f"method {method!r}: a checkpoint is required exactly when the method is not {RANDOM_INIT!r}")
+    if (random_encoder is None) == (checkpoint is None):
+        raise ValueError(f"method {method!r}: give a checkpoint or a random-init encoder, exactly one of them")
     splits = {"train": ev["train_folds"], "val": [ev["val_fold"]], "test": [ev["test_fold"]]}
     caches = {name: SignalCache(store, folds=folds) for name, folds in splits.items()}
-    labels = {name: cache.labels(ev["label_set"]) for name, cache in caches.items()}
-    all_classes = labels["train"][1]
-    trained = labels["train"][0].sum(axis=0) > 0
+    # the classes are those with training positives in all training folds, whatever the subset
+    all_classes = caches["train"].labels(ev["label_set"])[1]
+    trained = caches["train"].labels(ev["label_set"])[0].sum(axis=0) > 0
     classes = [c for c, keep in zip(all_classes, trained) if keep]
     untrainable = [c for c, keep in zip(all_classes, trained) if not keep]
     if not classes:
         raise ValueError(f"{store}: label set {ev['label_set']!r} has no positives in folds {ev['train_folds']}")
-    task = Task(
-        **{name: Split(caches[name], labels[name][0][:, trained]) for name in splits},
-        classes=classes, window=int(round(ev["window_s"] * caches["train"].fs)),
-        stride=int(round(ev["stride_s"] * caches["train"].fs)), aggregate=ev["aggregate"], batch_size=ev["batch_size"],
-    )
+    caches["train"] = training_subset(caches["train"], ev["train_folds"], subset, view["seed"], store)
+    labels = {name: cache.labels(ev["label_set"])[0][:, trained] for name, cache in caches.items()}
+    fs = caches["train"].fs
+    task = Task(**{name: Split(caches[name], labels[name]) for name in splits}, classes=classes,
+                window=int(round(ev["window_s"] * fs)), stride=int(round(ev["stride_s"] * fs)),
+                aggregate=ev["aggregate"], batch_size=ev["batch_size"])
     device = resolve_device(view["pretrain"]["trainer"]["accelerator"])
-    encoder, origin = load_encoder(checkpoint, view["pretrain"]["encoder"], caches["train"].data.shape[1])
-    cfg = ev[protocol]
+    encoder, origin = load_encoder(checkpoint, random_encoder, caches["train"].data.shape[1])
+    cfg = protocol_settings(ev, protocol, method)
     if protocol == "linear":
-        result = linear_eval(encoder, task, cfg, device, view["seed"])
+        result = PROTOCOLS[protocol](encoder, task, cfg, device, view["seed"])
     elif protocol == "finetune":
         autocast = _AUTOCAST.get(view["pretrain"]["trainer"]["precision"]) if device.type == "cuda" else None
-        result = finetune(encoder, task, cfg, device, view["seed"], crop=int(round(view["pretrain"]["crop_s"] * caches["train"].fs)),
-                          autocast_dtype=autocast)
+        result = PROTOCOLS[protocol](encoder, task, cfg, device, view["seed"], crop=task.window, autocast_dtype=autocast)
     else:
         raise ValueError(f"unknown protocol {protocol!r}")
+
+    ids = bootstrap_ids(len(caches["test"]), ev["bootstrap"]["n"], view["seed"])
+    ci = macro_auc_ci(labels["test"], result["test_scores"], ids, level=ev["bootstrap"]["level"])
+    robustness = []
+    if subset == ALL_LABELS and "robustness" in ev:
+        rb = ev["robustness"]
+        robustness = robustness_curve(result["predict"], task.test, classes, rb["noise"], rb["levels"], view["seed"])
+    predictions = Path(out).with_suffix(".npz")
+    _save_npz(predictions, y_true=labels["test"], y_score=result["test_scores"], bootstrap_ids=ids,
+              record_id=np.array(caches["test"].record_ids.tolist(), dtype="U"), classes=np.array(classes, dtype="U"))
     summary = {
         "method": method, "protocol": protocol, "dataset": caches["train"].attrs["dataset"], "store": str(store),
+        "subset": {"name": subset, "kind": _subset_kind(subset), "value": _subset_value(subset),
+                   "n_train_records": len(caches["train"])},
         "label_set": ev["label_set"], "aggregate": ev["aggregate"], "seed": view["seed"],
         "folds": {"train": ev["train_folds"], "val": ev["val_fold"], "test": ev["test_fold"]},
         "n_records": {name: len(cache) for name, cache in caches.items()},
         "classes": classes, "classes_without_training_positives": untrainable,
         "test_macro_auc": result["test"]["macro_auc"], "val_macro_auc": result["val"]["macro_auc"],
+        "test_ci": ci, "robustness": robustness, "predictions": predictions.name,
         "best_epoch": result["best_epoch"], "test": result["test"], "val": result["val"], "history": result["history"],
         "config": cfg, "device": device.type, "seconds": round(time.time() - started, 1), **origin,
     }
     write_json(Path(out), summary)
-    log.info("%s/%s: test macro AUC %.4f (best epoch %d)", method, protocol, summary["test_macro_auc"], summary["best_epoch"])
+    log.info("%s/%s/%s: test macro AUC %.4f [%.4f, %.4f] (best epoch %d)", method, protocol, subset,
+             summary["test_macro_auc"], ci["low"], ci["high"], summary["best_epoch"])
     return summary
 
 
-__all__ = ["run", "load_encoder"]
+def _subset_kind(subset: str) -> str:
+    return "all" if subset == ALL_LABELS else "fraction" if subset.startswith("frac") else "folds"
+
+
+def _subset_value(subset: str) -> float | int | None:
+    kind = _subset_kind(subset)
+    return None if kind == "all" else float(subset[4:]) if kind == "fraction" else int(subset[5:])
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+__all__ = ["run", "load_encoder", "protocol_settings", "training_subset"]

@@ -56,12 +56,15 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
                "pretraining_records": len(cache)}
     log.info("leakage guard: %d held-out %s records (folds %s); excluded from the pool: %s",
              len(held_out), eval_dataset, held_out_folds, cache.excluded)
-    crop = int(round(p["crop_s"] * cache.fs))
+    method_cfg = p["methods"][method]
+    encoder, encoder_args = method_cfg.get("encoder", p["encoder"]), method_cfg.get("encoder_args", {})
+    crop = int(round(method_cfg.get("crop_s", p["crop_s"]) * cache.fs))
     dataset = CropDataset(cache, crop)
-    batch_size = min(trainer_cfg["batch_size"], len(dataset))
+    batch_size = min(method_cfg.get("batch_size", trainer_cfg["batch_size"]), len(dataset))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=collate_batch,
                         num_workers=trainer_cfg["num_workers"], persistent_workers=trainer_cfg["num_workers"] > 0)
-    model = get_method(method)(encoder=p["encoder"], cfg=p["methods"][method], in_channels=cache.data.shape[1])
+    model = get_method(method)(cfg=method_cfg, encoder=encoder, in_channels=cache.data.shape[1], fs=cache.fs,
+                               encoder_args=encoder_args)
 
     workdir = out.parent / "lightning"
     run_id = fingerprint(view, method, [(str(part.path.resolve()), part.attrs.get("created_at")) for part in cache.parts])
@@ -86,12 +89,13 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
     trainer.fit(model, loader, ckpt_path=str(last) if resumed else None)
 
     payload = {
-        "encoder": p["encoder"], "method": method, "state_dict": model.encoder.state_dict(),
+        "encoder": encoder, "encoder_args": encoder_args, "method": method, "state_dict": model.encoder.state_dict(),
         "in_channels": cache.data.shape[1], "fs": cache.fs, "crop": crop, "run_id": run_id, "leakage": leakage,
     }
     save_torch_atomic(payload, out)
     summary = {
-        "method": method, "encoder": p["encoder"], "stores": [str(s) for s in stores], "folds": p["folds"],
+        "method": method, "encoder": encoder, "encoder_args": encoder_args, "batch_size": batch_size,
+        "stores": [str(s) for s in stores], "folds": p["folds"],
         "n_records": len(dataset), "crop_samples": crop, "epochs": trainer.current_epoch,
         "steps": trainer.global_step, "final_train_loss": float(trainer.callback_metrics.get("train_loss_epoch", float("nan"))),
         "resumed": resumed, "seconds": round(time.time() - started, 1), "run_id": run_id,

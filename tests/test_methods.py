@@ -1,0 +1,566 @@
+"""The SSL method registry, every method's training step, their method-specific state (EMA targets, queues,
+prototypes, masks), config validation, and one real Lightning fit."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from physiossl.losses.masked_prediction import masked_prediction_loss
+from physiossl.methods import available, get_method, validate_method_config
+from physiossl.methods._common import cosine_momentum
+from physiossl.models import build_encoder
+from physiossl.models.cpc import CPCEncoder
+
+METHODS = ["apc", "barlow_twins", "byol", "cpc", "moco_v2", "moco_v3", "mpc", "simclr", "simsiam", "swav"]
+AUGMENT = [{"random_resized_crop": {"scale": [0.5, 1.0]}}, {"timeout": {"area": [0.2, 0.4]}}]
+BASE = {"lr": 1.0e-3, "weight_decay": 1.0e-6, "warmup_epochs": 0}
+SMALL = {
+    "simclr": {"proj_hidden": 32, "proj_dim": 8},
+    "byol": {"proj_hidden": 32, "proj_dim": 8, "pred_hidden": 32},
+    "swav": {"proj_hidden": 32, "proj_dim": 8, "n_prototypes": 10, "n_small_crops": 2, "queue_length": 16,
+             "queue_start_epoch": 0, "freeze_prototypes_epochs": 0},
+    "moco_v2": {"proj_hidden": 32, "proj_dim": 8, "queue_size": 12},
+    "moco_v3": {"proj_hidden": 32, "proj_dim": 8, "pred_hidden": 32},
+    "cpc": {"steps": 3, "n_negatives": 8},
+    "barlow_twins": {"proj_hidden": 32, "proj_dim": 16},
+    "simsiam": {"proj_dim": 16, "pred_hidden": 8},
+    "mpc": {"span": 2},
+    "apc": {"shift": 10},
+}
+CPC_ONLY = {"cpc", "apc"}
+
+PAPER = """
+simclr:
+  lr: 2.3e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  temperature: 0.5
+  proj_hidden: 512
+  proj_dim: 16
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+byol:
+  lr: 2.3e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  momentum: 0.996
+  proj_hidden: 512
+  proj_dim: 16
+  pred_hidden: 512
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+swav:
+  lr: 2.3e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  proj_hidden: 2048
+  proj_dim: 128
+  n_prototypes: 3000
+  temperature: 0.1
+  sinkhorn_epsilon: 0.05
+  sinkhorn_iterations: 3
+  n_small_crops: 4
+  small_crop_fraction: 0.5
+  freeze_prototypes_epochs: 1
+  queue_length: 3840
+  queue_start_epoch: 15
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+moco_v2:
+  lr: 2.3e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  temperature: 0.2
+  momentum: 0.999
+  queue_size: 16384
+  proj_hidden: 512
+  proj_dim: 128
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+moco_v3:
+  lr: 2.3e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  temperature: 1.0
+  momentum: 0.99
+  proj_hidden: 4096
+  proj_dim: 256
+  pred_hidden: 4096
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+cpc:
+  encoder: cpc
+  encoder_args: {hidden: 512, encoder_layers: 4, lstm_layers: 2}
+  crop_s: 10
+  lr: 1.0e-4
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  steps: 12
+  n_negatives: 128
+  negatives: same_sequence
+  augment: []
+barlow_twins:
+  lr: 2.3e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  proj_hidden: 8192
+  proj_dim: 8192
+  lambda_offdiag: 5.0e-3
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+simsiam:
+  lr: 2.3e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  proj_dim: 2048
+  pred_hidden: 512
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+mpc:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  mask_ratio: 0.3
+  span: 1
+  augment: []
+apc:
+  encoder: cpc
+  encoder_args: {hidden: 512, encoder_layers: 4, lstm_layers: 2}
+  crop_s: 10
+  lr: 1.0e-4
+  weight_decay: 1.0e-6
+  warmup_epochs: 10
+  shift: 10
+  augment: []
+"""
+
+DEMO = """
+simclr:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  temperature: 0.5
+  proj_hidden: 128
+  proj_dim: 16
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+byol:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  momentum: 0.99
+  proj_hidden: 128
+  proj_dim: 16
+  pred_hidden: 128
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+swav:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  proj_hidden: 256
+  proj_dim: 32
+  n_prototypes: 64
+  temperature: 0.1
+  sinkhorn_epsilon: 0.05
+  sinkhorn_iterations: 3
+  n_small_crops: 2
+  small_crop_fraction: 0.5
+  freeze_prototypes_epochs: 1
+  queue_length: 512
+  queue_start_epoch: 3
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+moco_v2:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  temperature: 0.2
+  momentum: 0.99
+  queue_size: 1024
+  proj_hidden: 128
+  proj_dim: 32
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+moco_v3:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  temperature: 1.0
+  momentum: 0.99
+  proj_hidden: 256
+  proj_dim: 32
+  pred_hidden: 256
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+cpc:
+  encoder: cpc
+  encoder_args: {hidden: 64}
+  crop_s: 2.5
+  batch_size: 64
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  steps: 4
+  n_negatives: 32
+  negatives: same_sequence
+  augment: []
+barlow_twins:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  proj_hidden: 256
+  proj_dim: 256
+  lambda_offdiag: 5.0e-3
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+simsiam:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  proj_dim: 256
+  pred_hidden: 64
+  augment:
+    - random_resized_crop: {scale: [0.5, 1.0]}
+    - timeout: {area: [0.2, 0.4]}
+mpc:
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  mask_ratio: 0.3
+  span: 1
+  augment: []
+apc:
+  encoder: cpc
+  encoder_args: {hidden: 64}
+  crop_s: 2.5
+  batch_size: 64
+  lr: 1.0e-3
+  weight_decay: 1.0e-6
+  warmup_epochs: 1
+  shift: 10
+  augment: []
+"""
+
+
+def small_config(name: str, **changes) -> dict:
+    augment = [] if name in CPC_ONLY | {"mpc"} else AUGMENT
+    return {**BASE, "augment": augment, **SMALL[name], **changes}
+
+
+def make(name: str, encoder: str | None = None, **changes):
+    encoder = encoder or ("cpc" if name in CPC_ONLY else "xresnet1d50")
+    args = {"hidden": 32} if encoder == "cpc" else None
+    return get_method(name)(cfg=small_config(name, **changes), encoder=encoder, encoder_args=args)
+
+
+def batch(n: int = 8, t: int = 250, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 12, t, generator=torch.Generator().manual_seed(seed))
+
+
+def step(method, x: torch.Tensor, optimizer: torch.optim.Optimizer, batch_idx: int = 0) -> torch.Tensor:
+    """One manual training step with the Lightning hooks a fit would call around it."""
+    loss = method.loss(x)
+    optimizer.zero_grad()
+    loss.backward()
+    method.on_after_backward()
+    optimizer.step()
+    method.on_train_batch_end(None, x, batch_idx)
+    return loss
+
+
+def adam(method) -> torch.optim.Optimizer:
+    return torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3)
+
+
+def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+# --------------------------------------------------------------------------------------------- registry, encoders
+def test_registry_lists_the_ten_methods():
+    assert available() == METHODS
+    with pytest.raises(KeyError, match="simclr"):
+        get_method("nope")
+
+
+def test_encoders_stride_groups_and_arguments():
+    x = batch(2)
+    xr = build_encoder("xresnet1d50")
+    assert xr.stride == 32 and xr.features(x).shape == (2, xr.feature_dim, math.ceil(250 / 32))
+    assert [type(g).__name__ for g in xr.layer_groups()] == ["Sequential"] * 5
+    assert sum(p.numel() for g in xr.layer_groups() for p in g.parameters()) == 886_400
+    cpc = build_encoder("cpc", hidden=16, lstm_layers=1)
+    assert isinstance(cpc, CPCEncoder) and cpc.stride == 1 and cpc.out_dim == 48
+    z = cpc.encode(x)
+    assert z.shape == (2, 250, 16) and cpc.context(z).shape == (2, 250, 16)
+    assert cpc.features(x).shape == (2, 16, 250) and cpc(x).shape == (2, 48)
+    assert len(cpc.layer_groups()) == 2
+    c = cpc.context(z)
+    torch.testing.assert_close(cpc(x), torch.cat([c.amax(1), c.mean(1), c[:, -1]], dim=1))
+    # causal: the context at t does not depend on later samples
+    y = x.clone()
+    y[..., 200:] = 0
+    cpc.eval()
+    torch.testing.assert_close(cpc.features(x)[..., :200], cpc.features(y)[..., :200])
+    with pytest.raises(ValueError, match=r"'cpc'.*'hiden'"):
+        build_encoder("cpc", hiden=3)
+    with pytest.raises(ValueError, match=r"'xresnet1d50'.*'hidden'"):
+        build_encoder("xresnet1d50", hidden=3)
+
+
+# --------------------------------------------------------------------------------------------- every method trains
+@pytest.mark.parametrize("name,encoder", [(m, None) for m in METHODS] + [("mpc", "cpc")])
+def test_method_trains_with_finite_losses_and_gradients(name, encoder):
+    torch.manual_seed(0)
+    method = make(name, encoder)
+    method.train()
+    x = batch()
+    optimizer = adam(method)
+    trainable = {n: p for n, p in method.named_parameters() if p.requires_grad}
+    for i in range(2):
+        loss = method.loss(x)
+        assert loss.ndim == 0 and torch.isfinite(loss), f"{name}: loss {loss}"
+        optimizer.zero_grad()
+        loss.backward()
+        missing = [n for n, p in trainable.items() if p.grad is None]
+        assert not missing, f"{name}: no gradient for {missing}"
+        bad = [n for n, p in trainable.items() if not torch.isfinite(p.grad).all()]
+        assert not bad, f"{name}: non-finite gradient for {bad}"
+        method.on_after_backward()
+        optimizer.step()
+        method.on_train_batch_end(None, x, i)
+    assert all(torch.isfinite(p).all() for p in method.parameters())
+
+
+# --------------------------------------------------------------------------------------------- method-specific state
+@pytest.mark.parametrize("name,online,target", [
+    ("byol", ["encoder", "projector"], ["target_encoder", "target_projector"]),
+    ("moco_v2", ["encoder", "projector"], ["key_encoder", "key_projector"]),
+    ("moco_v3", ["encoder", "projector"], ["momentum_encoder", "momentum_projector"]),
+])
+def test_target_networks_are_ema_copies(name, online, target):
+    torch.manual_seed(0)
+    method = make(name, "cpc", momentum=0.9)
+    for o, t in zip(online, target):
+        for a, b in zip(getattr(method, o).parameters(), getattr(method, t).parameters()):
+            assert torch.equal(a, b) and not b.requires_grad
+    optimizer = adam(method)
+    x = batch()
+    loss = method.loss(x)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    for t in target:
+        assert all(p.grad is None for p in getattr(method, t).parameters())
+    before = {t: snapshot(getattr(method, t)) for t in target}
+    m = method.current_momentum() if hasattr(method, "current_momentum") else method.cfg["momentum"]
+    assert m == pytest.approx(0.9)  # no trainer: the base momentum
+    method.on_train_batch_end(None, x, 0)
+    for o, t in zip(online, target):
+        pairs = list(zip(before[t], getattr(method, o).parameters(), getattr(method, t).parameters()))
+        assert any(not torch.equal(old, new) for old, _, new in pairs)
+        for old, on, new in pairs:
+            torch.testing.assert_close(new, m * old + (1 - m) * on.detach())
+
+
+def test_cosine_momentum_schedule():
+    assert cosine_momentum(0.99, 0, 100) == pytest.approx(0.99)
+    assert cosine_momentum(0.99, 50, 100) == pytest.approx(0.995)
+    assert cosine_momentum(0.99, 100, 100) == pytest.approx(1.0)
+    assert cosine_momentum(0.99, 10, None) == 0.99
+
+
+def test_moco_v2_queue_holds_the_newest_keys():
+    torch.manual_seed(0)
+    method = make("moco_v2", "cpc")  # queue of 12, batches of 8: the second enqueue wraps around
+    optimizer = adam(method)
+    assert torch.allclose(method.queue.norm(dim=1), torch.ones(12))
+    expected_ptr = 0
+    for i in range(2):
+        x = batch(seed=i)
+        loss = method.loss(x)
+        keys = method._keys.clone()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        method.on_train_batch_end(None, x, i)
+        rows = (torch.arange(8) + expected_ptr) % 12
+        expected_ptr = (expected_ptr + 8) % 12
+        assert int(method.queue_ptr) == expected_ptr
+        torch.testing.assert_close(method.queue[rows], keys)
+        torch.testing.assert_close(keys.norm(dim=1), torch.ones(8))
+
+
+def test_swav_prototypes_normalised_frozen_and_queue():
+    torch.manual_seed(0)
+    frozen = make("swav", "cpc", freeze_prototypes_epochs=1)
+    norms = frozen.prototypes.weight.norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+    before = frozen.prototypes.weight.detach().clone()
+    encoder_before = snapshot(frozen.encoder)
+    optimizer = adam(frozen)
+    step(frozen, batch(), optimizer)
+    torch.testing.assert_close(frozen.prototypes.weight, before)  # epoch 0 < freeze_prototypes_epochs
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, frozen.encoder.parameters()))
+
+    torch.manual_seed(0)
+    free = make("swav", "cpc", freeze_prototypes_epochs=0, queue_length=16, queue_start_epoch=0)
+    optimizer = adam(free)
+    before = free.prototypes.weight.detach().clone()
+    assert not free.use_queue()
+    for i in range(2):
+        x = batch(seed=i)
+        step(free, x, optimizer, i)
+        norms = free.prototypes.weight.norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones_like(norms))
+    assert not torch.allclose(free.prototypes.weight, before)
+    assert free.queue_filled == 16 and free.use_queue()
+    assert torch.isfinite(free.loss(batch(seed=2)))  # Sinkhorn over batch + queue
+    newest = free._assigned.clone()
+    free.on_train_batch_end(None, None, 2)
+    torch.testing.assert_close(free.queue[:, :8], newest)
+
+    late = make("swav", "cpc", queue_start_epoch=5)  # before its start epoch the queue stays empty
+    step(late, batch(), adam(late))
+    assert late.queue_filled == 0
+
+
+def test_swav_small_crops_are_shorter():
+    torch.manual_seed(0)
+    method = make("swav", "cpc", n_small_crops=3, small_crop_fraction=0.4)
+    lengths = []
+    method.encoder.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape))
+    method.loss(batch())
+    assert lengths == [(16, 12, 250), (24, 12, 100)]
+
+
+def test_mpc_mask_ratio_and_loss_on_masked_frames_only():
+    torch.manual_seed(0)
+    method = make("mpc", "xresnet1d50", mask_ratio=0.3, span=2)
+    mask = method.frame_mask(64, 20, torch.device("cpu"))
+    assert mask.shape == (64, 20) and (mask.sum(dim=1) == 6).all()  # 3 of 10 spans of 2 frames
+    assert not torch.equal(mask[0], mask[1])
+
+    x = batch(4, t=320)  # 10 frames of 32 samples
+    stride = method.encoder.stride
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        loss = method.loss(x)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        masked, mask = method.masked_input(x)
+        prediction = method.predict(masked, 10)
+    assert mask.shape == (4, 10) and (mask.sum(dim=1) == 4).all()  # round(0.3 * 5) = 2 spans of 2
+    samples = mask.repeat_interleave(stride, dim=1)[:, None, :].expand_as(x)
+    assert (masked[samples] == 0).all() and torch.equal(masked[~samples], x[~samples])
+    assert prediction.shape == (4, 12 * stride, 10)
+    b, lead, frame, j = 2, 5, 7, 3
+    target = x.reshape(4, 12, 10, stride).transpose(2, 3).reshape(4, 12 * stride, 10)
+    assert target[b, lead * stride + j, frame] == x[b, lead, frame * stride + j]
+    per_frame = (prediction - target).pow(2).mean(dim=1)
+    torch.testing.assert_close(loss, per_frame[mask].mean())
+    # any change of the targets of unmasked frames leaves the loss unchanged
+    changed = torch.where(mask[:, None, :], target, torch.randn_like(target))
+    torch.testing.assert_close(masked_prediction_loss(prediction, changed, mask), loss)
+
+
+@pytest.mark.parametrize("name", ["cpc", "apc"])
+def test_cpc_and_apc_need_the_cpc_encoder(name):
+    cfg = small_config(name)
+    problems = validate_method_config(name, {**cfg, "encoder": "xresnet1d50"}, f"pretrain.methods.{name}")
+    assert len(problems) == 1 and problems[0].startswith(f"config key 'pretrain.methods.{name}.encoder'")
+    assert "'cpc'" in problems[0]
+    assert validate_method_config(name, cfg, f"pretrain.methods.{name}", encoder="xresnet1d50")
+    assert validate_method_config(name, {**cfg, "encoder": "cpc"}, f"pretrain.methods.{name}") == []
+    with pytest.raises(ValueError, match="cpc"):
+        get_method(name)(cfg=cfg, encoder="xresnet1d50")
+
+
+# --------------------------------------------------------------------------------------------- config validation
+@pytest.mark.parametrize("grid", [PAPER, DEMO])
+def test_paper_and_demo_configs_validate_and_build(grid):
+    configs = yaml.safe_load(grid)
+    assert sorted(configs) == METHODS
+    for name, cfg in configs.items():
+        assert validate_method_config(name, cfg, f"pretrain.methods.{name}", encoder="xresnet1d50") == []
+    for name in ("cpc", "swav"):
+        cfg = configs[name]
+        get_method(name)(cfg=cfg, encoder=cfg.get("encoder", "xresnet1d50"), encoder_args=cfg.get("encoder_args"))
+
+
+def test_method_defaults_fill_the_config():
+    method = get_method("byol")(cfg={**BASE, "augment": []}, encoder="cpc", encoder_args={"hidden": 8})
+    assert method.cfg["momentum"] == 0.996 and method.cfg["proj_dim"] == 16
+    assert method.hparams["cfg"] == {**BASE, "augment": []} and method.hparams["encoder_args"] == {"hidden": 8}
+    assert not method.gather_distributed
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_validate_method_config_reports_problems(name):
+    key = f"pretrain.methods.{name}"
+    cfg = small_config(name)
+    assert validate_method_config(name, cfg, key, encoder="cpc" if name in CPC_ONLY else "xresnet1d50") == []
+
+    bad = {**cfg, "encoder": "cpc", "colour": "blue"}
+    del bad["lr"]
+    bad["augment"] = [{"random_resized_crop": {"scale": [0.5, 1.0]}}, {"wobble": {}}]
+    bad["encoder_args"] = {"hidden": 16, "hiden": 3}
+    problems = validate_method_config(name, bad, key)
+    assert all(p.startswith(f"config key '{key}") for p in problems)
+    assert len(problems) == 4, problems
+    assert any(p.startswith(f"config key '{key}.colour'") and "unknown key" in p for p in problems)
+    assert any(p.startswith(f"config key '{key}.lr'") and "missing" in p for p in problems)
+    assert any(p.startswith(f"config key '{key}.augment[1].wobble'") for p in problems)
+    assert any(p.startswith(f"config key '{key}.encoder_args.hiden'") for p in problems)
+
+
+def test_validate_method_config_types_and_unknown_method():
+    key = "pretrain.methods.swav"
+    problems = validate_method_config("swav", {**small_config("swav"), "n_prototypes": "many", "lr": 0,
+                                               "batch_size": 1, "encoder": "resnet"}, key)
+    assert any(p.startswith(f"config key '{key}.n_prototypes'") for p in problems)
+    assert any(p.startswith(f"config key '{key}.lr'") for p in problems)
+    assert any(p.startswith(f"config key '{key}.batch_size'") for p in problems)
+    assert any(p.startswith(f"config key '{key}.encoder'") for p in problems)
+    assert validate_method_config("swav", {**small_config("swav"), "augment": {"timeout": [0.2, 0.4]}}, key)
+    assert validate_method_config("nope", {}, "pretrain.methods.nope") == [
+        f"config key 'pretrain.methods.nope': unknown method 'nope' (available: {METHODS})"]
+
+
+# --------------------------------------------------------------------------------------------- a real Lightning fit
+@pytest.mark.parametrize("name", ["moco_v2", "swav"])
+def test_lightning_fit_runs_the_hooks(name):
+    L.seed_everything(0, verbose=False)
+    method = make(name, "cpc")
+    key_before = snapshot(method.key_encoder) if name == "moco_v2" else None
+    loader = torch.utils.data.DataLoader(batch(16), batch_size=8)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(method, loader)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train_loss_step"])
+    if name == "moco_v2":
+        assert int(method.queue_ptr) == 16 % 12
+        assert any(not torch.equal(a, b) for a, b in zip(key_before, method.key_encoder.parameters()))
+    else:
+        assert method.queue_filled == 16
+        norms = method.prototypes.weight.norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones_like(norms))
