@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # The offline demo: install (if needed), then run the whole pipeline of config/config.yaml with Snakemake.
-# Extra arguments go to snakemake, e.g. `bash scripts/demo.sh --configfile config/my.yaml` or `-n`.
+# Extra arguments go to snakemake, e.g. `bash scripts/demo.sh --configfile config/demo_methods.yaml` or `-n`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 snakemake --workflow-profile workflow/profiles/default "$@"
-if [ -f results/demo/report/table.md ] && [ $# -eq 0 ]; then
-    cat results/demo/report/table.md
+
+config=config/config.yaml
+dry_run=false
+previous=""
+for arg in "$@"; do
+    [ "$previous" = "--configfile" ] && config="$arg"
+    case "$arg" in --configfile=*) config="${arg#--configfile=}" ;; -n|--dry-run|--dryrun) dry_run=true ;; esac
+    previous="$arg"
+done
+results=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['paths']['results'])" "$config")
+if [ "$dry_run" = false ] && [ -f "$results/report/table.md" ]; then
+    cat "$results/report/table.md"
+    echo "figures and CSV tables: $results/report/"
 fi

@@ -3,16 +3,21 @@ prototypes, masks), config validation, and one real Lightning fit."""
 
 from __future__ import annotations
 
+import logging
 import math
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
+from physiossl.losses.infonce import infonce
 from physiossl.losses.masked_prediction import masked_prediction_loss
 from physiossl.methods import available, get_method, validate_method_config
 from physiossl.methods._common import cosine_momentum
+from physiossl.methods.moco_v2 import shuffled_chunks
 from physiossl.models import build_encoder
 from physiossl.models.cpc import CPCEncoder
 
@@ -283,7 +288,7 @@ def step(method, x: torch.Tensor, optimizer: torch.optim.Optimizer, batch_idx: i
     loss.backward()
     method.on_after_backward()
     optimizer.step()
-    method.on_train_batch_end(None, x, batch_idx)
+    method.after_optimizer_step()
     return loss
 
 
@@ -347,7 +352,7 @@ def test_method_trains_with_finite_losses_and_gradients(name, encoder):
         assert not bad, f"{name}: non-finite gradient for {bad}"
         method.on_after_backward()
         optimizer.step()
-        method.on_train_batch_end(None, x, i)
+        method.after_optimizer_step()
     assert all(torch.isfinite(p).all() for p in method.parameters())
 
 
@@ -372,9 +377,9 @@ def test_target_networks_are_ema_copies(name, online, target):
     for t in target:
         assert all(p.grad is None for p in getattr(method, t).parameters())
     before = {t: snapshot(getattr(method, t)) for t in target}
-    m = method.current_momentum() if hasattr(method, "current_momentum") else method.cfg["momentum"]
+    m = method.current_momentum()
     assert m == pytest.approx(0.9)  # no trainer: the base momentum
-    method.on_train_batch_end(None, x, 0)
+    method.after_optimizer_step()
     for o, t in zip(online, target):
         pairs = list(zip(before[t], getattr(method, o).parameters(), getattr(method, t).parameters()))
         assert any(not torch.equal(old, new) for old, _, new in pairs)
@@ -398,16 +403,67 @@ def test_moco_v2_queue_holds_the_newest_keys():
     for i in range(2):
         x = batch(seed=i)
         loss = method.loss(x)
-        keys = method._keys.clone()
+        keys = method._keys[-1].clone()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        method.on_train_batch_end(None, x, i)
+        method.after_optimizer_step()
         rows = (torch.arange(8) + expected_ptr) % 12
         expected_ptr = (expected_ptr + 8) % 12
         assert int(method.queue_ptr) == expected_ptr
         torch.testing.assert_close(method.queue[rows], keys)
         torch.testing.assert_close(keys.norm(dim=1), torch.ones(8))
+
+
+def test_shuffled_chunks_mix_query_chunks():
+    torch.manual_seed(0)
+    for splits in range(2, 6):
+        for n in range(2 * splits, 30):
+            blocks = torch.arange(n).tensor_split(splits)
+            query_chunk = torch.cat([torch.full((len(c),), j) for j, c in enumerate(blocks)])
+            chunks = shuffled_chunks(n, splits)
+            assert len(chunks) == splits and sorted(torch.cat(chunks).tolist()) == list(range(n))
+            assert all(len(c) in (n // splits, n // splits + 1) for c in chunks)
+            assert all(len(set(query_chunk[c].tolist())) >= 2 for c in chunks)
+
+
+def test_moco_v2_split_shuffle_bn():
+    torch.manual_seed(0)
+    method = make("moco_v2", "cpc", bn_splits=4)
+    method.views = torch.nn.Identity()
+    x = torch.arange(8.0)[:, None, None].expand(8, 12, 250).contiguous()  # sample i is all i
+    calls = {"query": [], "key": []}
+    for name, net in (("query", method.encoder), ("key", method.key_encoder)):
+        net.register_forward_pre_hook(lambda _, args, name=name: calls[name].append(args[0][:, 0, 0].long().tolist()))
+    assert torch.isfinite(method.loss(x))
+    assert calls["query"] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert len(calls["key"]) == 4 and sorted(sum(calls["key"], [])) == list(range(8))
+    for chunk in calls["key"]:  # every key shares its BN statistics with samples other than its query's
+        assert len(chunk) == 2 and chunk[0] // 2 != chunk[1] // 2
+    method.key_encoder.eval()  # BN on running statistics: the chunking is invisible, the order must be restored
+    method.loss(x)
+    torch.testing.assert_close(method._keys[-1], F.normalize(method.key_projector(method.key_encoder(x)), dim=1))
+    calls["key"].clear()
+    method.key_encoder.train()
+    method.loss(x[:6])  # fewer than 2 · bn_splits samples: 3 chunks of 2
+    assert [len(c) for c in calls["key"]] == [2, 2, 2]
+    assert method.bn_splits(3) == 1 and method.bn_splits(100) == 4
+
+
+def test_moco_v2_one_bn_split_is_whole_batch_bn():
+    torch.manual_seed(0)
+    method = make("moco_v2", "cpc", bn_splits=1)
+    x = batch()
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        loss = method.loss(x)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        q = method.projector(method.encoder(method.views(x)))
+        with torch.no_grad():
+            k = F.normalize(method.key_projector(method.key_encoder(method.views(x))), dim=1)
+    torch.testing.assert_close(method._keys[-1], k, rtol=0, atol=0)
+    torch.testing.assert_close(loss, infonce(q, k, method.cfg["temperature"], queue=method.queue), rtol=0, atol=0)
 
 
 def test_swav_prototypes_normalised_frozen_and_queue():
@@ -435,8 +491,8 @@ def test_swav_prototypes_normalised_frozen_and_queue():
     assert not torch.allclose(free.prototypes.weight, before)
     assert free.queue_filled == 16 and free.use_queue()
     assert torch.isfinite(free.loss(batch(seed=2)))  # Sinkhorn over batch + queue
-    newest = free._assigned.clone()
-    free.on_train_batch_end(None, None, 2)
+    newest = free._assigned[-1].clone()
+    free.after_optimizer_step()
     torch.testing.assert_close(free.queue[:, :8], newest)
 
     late = make("swav", "cpc", queue_start_epoch=5)  # before its start epoch the queue stays empty
@@ -564,3 +620,64 @@ def test_lightning_fit_runs_the_hooks(name):
         assert method.queue_filled == 16
         norms = method.prototypes.weight.norm(dim=1)
         torch.testing.assert_close(norms, torch.ones_like(norms))
+
+
+def fit(method, n: int, max_steps: int, accumulate: int = 1, **kwargs) -> L.Trainer:
+    trainer = L.Trainer(max_steps=max_steps, accumulate_grad_batches=accumulate, accelerator="cpu", devices=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, **kwargs)
+    trainer.fit(method, torch.utils.data.DataLoader(batch(n), batch_size=8))
+    return trainer
+
+
+@pytest.mark.parametrize("name", ["byol", "moco_v2", "moco_v3", "swav"])
+def test_state_updates_once_per_optimiser_step_with_accumulation(name, monkeypatch):
+    L.seed_everything(0, verbose=False)
+    method = make(name, "cpc", **({"queue_size": 40} if name == "moco_v2" else {}))
+    adam_steps = []
+
+    def spy(fn):
+        def wrapped(*args):
+            state = method.trainer.optimizers[0].state
+            adam_steps.append(int(next(iter(state.values()))["step"]) if state else 0)
+            return fn(*args)
+        return wrapped
+
+    if name == "swav":
+        monkeypatch.setattr(method, "normalize_prototypes", spy(method.normalize_prototypes))
+    else:
+        monkeypatch.setattr(method, "update_targets", spy(method.update_targets))
+    if name == "moco_v2":
+        enqueued = []
+        monkeypatch.setattr(method, "enqueue", lambda keys, fn=method.enqueue: (enqueued.append(len(keys)), fn(keys)))
+    trainer = fit(method, 32, max_steps=2, accumulate=2)
+    assert trainer.global_step == 2
+    assert adam_steps == [1, 2]  # once per optimiser step, after it
+    if name == "moco_v2":
+        assert enqueued == [16, 16] and int(method.queue_ptr) == 32
+    if name == "swav":
+        assert method.queue_filled == 16 and not method._assigned
+
+
+def test_checkpoint_holds_targets_and_queues(tmp_path, caplog):
+    L.seed_everything(0, verbose=False)
+    for name in ("byol", "moco_v2", "moco_v3", "swav"):
+        method = make(name, "cpc")
+        trainer = fit(method, 16, max_steps=2)
+        trainer.save_checkpoint(tmp_path / f"{name}.ckpt")
+        checkpoint = torch.load(tmp_path / f"{name}.ckpt", weights_only=False)
+        restored = make(name, "cpc")
+        restored.load_state_dict(checkpoint["state_dict"])
+        restored.on_load_checkpoint(checkpoint)
+        for key, value in method.state_dict().items():
+            torch.testing.assert_close(restored.state_dict()[key], value, msg=f"{name}: {key}")
+        if name == "moco_v2":
+            assert "queue" in checkpoint["state_dict"] and int(restored.queue_ptr) == 16 % 12
+        if name == "swav":
+            assert restored.queue_filled == 16
+            torch.testing.assert_close(restored.queue, method.queue.cpu())
+            ddp = make(name, "cpc")
+            ddp._trainer = SimpleNamespace(world_size=2)  # a resume with 2 processes: the queue starts empty
+            with caplog.at_level(logging.INFO, logger="physiossl.methods.swav"):
+                ddp.on_load_checkpoint(checkpoint)
+            assert ddp.queue_filled == 0 and not ddp.use_queue() and "queue" in caplog.text

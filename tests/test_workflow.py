@@ -98,7 +98,8 @@ def test_snakemake_and_dvc_repro_agree_and_rerun_only_what_changed(tmp_path):
     for figure in ("figure", "label_efficiency", "robustness"):
         assert (sm / f"results/tiny/report/{figure}.png").stat().st_size > 1000
     efficiency = (sm / "results/tiny/report/label_efficiency.csv").read_text()
-    assert len(efficiency.strip().splitlines()) == 1 + 2 * 3  # header + 2 methods x (all, frac0.5, folds2)
+    # header + 2 methods x (frac0.5, folds2, and the full run once as fraction 1 and once as all folds)
+    assert len(efficiency.strip().splitlines()) == 1 + 2 * 4
     assert planned_jobs(sm) == {}
 
     dv = make_project(tmp_path, "dvc")

@@ -47,14 +47,17 @@ def pretrain_members(config: dict) -> list[str]:
     return list(config.get("pools", {}).get(name, [name]))
 
 
+def is_random_init(method: str) -> bool:
+    """Whether ``method`` names a random-initialisation baseline: ``random`` or ``random_<encoder>``."""
+    return method == RANDOM_INIT or method.startswith(RANDOM_INIT + "_")
+
+
 def random_init_encoder(config: dict, method: str) -> str | None:
     """The encoder of a random-initialisation baseline (``random``: ``pretrain.encoder``; ``random_<encoder>``),
     or None for an SSL method."""
-    if method == RANDOM_INIT:
-        return config["pretrain"]["encoder"]
-    if method.startswith(RANDOM_INIT + "_"):
-        return method[len(RANDOM_INIT) + 1:]
-    return None
+    if not is_random_init(method):
+        return None
+    return method[len(RANDOM_INIT) + 1:] or config["pretrain"]["encoder"]
 
 
 def pretrained_methods(config: dict) -> list[str]:

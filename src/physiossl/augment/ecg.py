@@ -69,6 +69,28 @@ def _sinusoids(freq: torch.Tensor, phase: torch.Tensor, t: int, fs: float) -> to
     return torch.sin(2 * math.pi * (cycles - cycles.floor()) + phase.double()[..., None])
 
 
+def _segment(fraction: tuple[float, float], x: torch.Tensor,
+             whole: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random contiguous segment per sample of x (B, C, T): its ``(start, length)``, each of shape (B,).
+
+    The length is a fraction uniform in ``fraction`` of T. With ``whole`` both are whole samples (long): the length
+    rounded down and the start uniform over the T - length + 1 positions where the segment fits; otherwise they
+    are real (``_real(x)``): the length at least 1 and the start uniform in [0, T - length]."""
+    b, t = x.shape[0], x.shape[-1]
+    length = _uniform(*fraction, (b,), x) * t
+    if whole:
+        length = length.long().clamp(0, t)
+        return (torch.rand(b, device=x.device) * (t - length + 1)).long(), length
+    length = length.clamp_min(1.0)
+    return torch.rand(b, device=x.device, dtype=length.dtype) * (t - length), length
+
+
+def _inside(start: torch.Tensor, length: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, T) boolean mask of the samples n with start <= n < start + length."""
+    steps = torch.arange(t, device=start.device)[None, :]
+    return (steps >= start[:, None]) & (steps < (start + length)[:, None])
+
+
 def _lead_gain(b: int, c: int, x: torch.Tensor) -> torch.Tensor:
     """Per-lead gains in [0.5, 1] of shape (B, C, 1) for noise common to all leads."""
     return _uniform(0.5, 1.0, (b, c), x)[:, :, None]
@@ -155,13 +177,8 @@ class TimeOut(Transform):
         self.area = (float(area[0]), float(area[1]))
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, t = x.shape
-        lo, hi = self.area
-        length = ((lo + (hi - lo) * torch.rand(b, device=x.device)) * t).long()
-        start = (torch.rand(b, device=x.device) * (t - length + 1)).long()
-        steps = torch.arange(t, device=x.device)[None, :]
-        keep = (steps < start[:, None]) | (steps >= (start + length)[:, None])
-        return x * keep[:, None, :].to(x.dtype)
+        start, length = _segment(self.area, x)
+        return x * (~_inside(start, length, x.shape[-1]))[:, None, :].to(x.dtype)
 
 
 class ChannelResize(Transform):
@@ -329,8 +346,7 @@ class EMNoise(NoiseTransform):
         band = ((freqs > 0) & (freqs <= self.cutoff)).to(amp.dtype)
         noise = torch.fft.irfft(torch.fft.rfft(white) * band, n=t)
         noise = noise / noise.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
-        length = (_uniform(*self.duration, (b,), x) * t).clamp_min(1.0)
-        start = torch.rand(b, device=x.device, dtype=amp.dtype) * (t - length)
+        start, length = _segment(self.duration, x, whole=False)
         u = (torch.arange(t, device=x.device, dtype=amp.dtype)[None, :] - start[:, None]) / length[:, None]
         rise = (torch.minimum(u, 1 - u) / self.ramp).clamp(0, 1)
         envelope = 0.5 - 0.5 * torch.cos(math.pi * rise)
@@ -356,11 +372,8 @@ class BaselineShift(NoiseTransform):
         b, c, t = x.shape
         amp = self._amplitude((b,), x)
         sign = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0).to(amp.dtype)
-        length = (_uniform(*self.duration, (b,), x) * t).long().clamp(0, t)
-        start = (torch.rand(b, device=x.device) * (t - length + 1)).long()
-        steps = torch.arange(t, device=x.device)[None, :]
-        inside = ((steps >= start[:, None]) & (steps < (start + length)[:, None])).to(amp.dtype)
-        step = (sign * amp)[:, None] * inside
+        start, length = _segment(self.duration, x)
+        step = (sign * amp)[:, None] * _inside(start, length, t).to(amp.dtype)
         return x + (_lead_gain(b, c, x) * step[:, None, :]).to(x.dtype)
 
 

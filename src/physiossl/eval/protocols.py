@@ -67,16 +67,21 @@ def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device,
     for p in encoder.parameters():
         p.requires_grad_(False)
     emb = {name: window_outputs(encoder, getattr(task, name), task, device) for name in ("train", "val", "test")}
-    x_train, rows_train = emb["train"]
-    y_train = torch.from_numpy(task.train.labels)[rows_train]
+    x_train, rows_train = emb["train"][0].to(device), emb["train"][1]
+    y_train = torch.from_numpy(task.train.labels)[rows_train].to(device)
     generator = torch.Generator().manual_seed(seed)
-    head = nn.Linear(x_train.shape[1], len(task.classes))
+    head = nn.Linear(x_train.shape[1], len(task.classes)).to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     loss_fn = nn.BCEWithLogitsLoss()
+
+    @torch.no_grad()
+    def scores_of(x: torch.Tensor, rows: torch.Tensor, n_records: int) -> np.ndarray:
+        return record_scores(head(x.to(device)).float().cpu(), rows, n_records, task.aggregate)
+
     best, history = None, []
     for epoch in tqdm(range(cfg["epochs"]), desc="linear evaluation", unit="epoch"):
         head.train()
-        order = torch.randperm(len(x_train), generator=generator)
+        order = torch.randperm(len(x_train), generator=generator).to(device)
         for i in range(0, len(order), task.batch_size):
             idx = order[i:i + task.batch_size]
             loss = loss_fn(head(x_train[idx]), y_train[idx])
@@ -84,20 +89,16 @@ def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device,
             loss.backward()
             optimizer.step()
         head.eval()
-        with torch.no_grad():
-            val = macro_auc(task.val.labels, record_scores(head(emb["val"][0]), emb["val"][1], len(task.val.cache), task.aggregate), task.classes)
+        val = macro_auc(task.val.labels, scores_of(*emb["val"], len(task.val.cache)), task.classes)
         history.append({"epoch": epoch + 1, "train_loss": loss.item(), "val_macro_auc": val["macro_auc"]})
         if best is None or val["macro_auc"] > best[0]["macro_auc"]:
             best = (val, epoch + 1, copy.deepcopy(head.state_dict()))
     head.load_state_dict(best[2])
 
-    @torch.no_grad()
     def predict(split: Split) -> np.ndarray:
-        x, rows = window_outputs(encoder, split, task, device)
-        return record_scores(head(x), rows, len(split.cache), task.aggregate)
+        return scores_of(*window_outputs(encoder, split, task, device), len(split.cache))
 
-    with torch.no_grad():
-        scores = record_scores(head(emb["test"][0]), emb["test"][1], len(task.test.cache), task.aggregate)
+    scores = scores_of(*emb["test"], len(task.test.cache))
     return {"val": best[0], "test": macro_auc(task.test.labels, scores, task.classes), "test_scores": scores,
             "best_epoch": best[1], "history": history, "predict": predict}
 
@@ -120,12 +121,14 @@ def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, se
              autocast_dtype: torch.dtype | None = None) -> dict:
     """Encoder and linear head trained together on random crops; optionally the head alone for the first
     ``head_first_epochs`` (encoder frozen including BatchNorm statistics) and with discriminative learning rates
-    (``lr_decay``). The result's ``predict(split)`` scores any split with the selected model."""
+    (``lr_decay``). Under float16 autocast the loss is scaled (GradScaler) so small gradients do not underflow.
+    The result's ``predict(split)`` scores any split with the selected model."""
     head = nn.Linear(encoder.out_dim, len(task.classes))
     model = nn.Sequential(encoder, head).to(device)
     optimizer = torch.optim.AdamW(param_groups(encoder, head, cfg["lr"], cfg.get("lr_decay", 1.0)),
                                   lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     loss_fn = nn.BCEWithLogitsLoss()
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16)
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(CropDataset(task.train.cache, crop, task.train.labels), batch_size=task.batch_size,
                        shuffle=True, drop_last=len(task.train.cache) > task.batch_size, collate_fn=collate_batch,
@@ -153,8 +156,9 @@ def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, se
         for x, y in tqdm(train, desc=f"fine-tuning epoch {epoch + 1}/{cfg['epochs']} ({phase})", unit="batch", leave=False):
             loss = loss_fn(forward(x.to(device)).float(), y.to(device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         val = macro_auc(task.val.labels, predict(task.val), task.classes)
         history.append({"epoch": epoch + 1, "train_loss": loss.item(), "val_macro_auc": val["macro_auc"],
                         "phase": phase})

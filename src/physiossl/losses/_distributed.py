@@ -2,12 +2,12 @@
 
 Gradient convention. DDP averages parameter gradients over the ``W`` ranks. If rank ``r`` computes a loss
 ``L_r`` from its local embeddings ``x_r`` and from embeddings gathered from all ranks, the backward of
-:func:`gather` (and of the differentiable :func:`all_reduce_sum`) sums the incoming gradients over ranks, so
-rank ``r`` holds ``g_r = sum_s dL_s/dx_r`` and the DDP-averaged gradient is that of ``(1/W) sum_s L_s``. A loss
-therefore matches single-process training on the global batch exactly when the mean over ranks of the per-rank
-losses equals the global loss: either a mean over the local anchors (equal local batch sizes), or the global loss
-itself computed identically on every rank. Equivalently ``g_r / W == dL_global/dx_r``. All ranks must pass
-tensors of the same shape to :func:`gather`.
+:func:`gather` sums the incoming gradients over ranks, so rank ``r`` holds ``g_r = sum_s dL_s/dx_r`` and the
+DDP-averaged gradient is that of ``(1/W) sum_s L_s``. A loss therefore matches single-process training on the
+global batch exactly when the mean over ranks of the per-rank losses equals the global loss: either a mean over
+the local anchors (equal local batch sizes), or the global loss itself computed identically on every rank.
+Equivalently ``g_r / W == dL_global/dx_r``. All ranks must pass tensors of the same shape to :func:`gather`.
+The reductions :func:`all_reduce_sum` and :func:`all_reduce_max` are not differentiable.
 
 Outside an initialised process group of more than one rank every helper is the identity (rank 0, world size 1).
 """
@@ -50,22 +50,6 @@ class _Gather(torch.autograd.Function):
         return grad[start:start + ctx.n]
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks; backward: the gradient summed over ranks (every rank's loss depends on every input)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous().clone()
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad
-
-
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Differentiable all-gather: the ranks' tensors concatenated along dim 0 in rank order.
 
@@ -74,21 +58,13 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     supports; ``torch.distributed.nn.functional.all_gather`` is deprecated from torch 2.13 on and its suggested
     replacement does not exist in the oldest supported torch.
     """
-    if not is_distributed():
-        return x
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _Gather.apply(x)
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
+    return _Gather.apply(x) if is_distributed() else x
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks, returned as a new tensor (the input is left unchanged); differentiable when it needs grad."""
+    """Sum over ranks, returned as a new tensor (the input is left unchanged); not differentiable."""
     if not is_distributed():
         return x
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _AllReduceSum.apply(x)
     x = x.detach().contiguous().clone()
     dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x

@@ -5,12 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._common import full_precision
 
+
+@full_precision
 def apc_loss(prediction: torch.Tensor, target: torch.Tensor, shift: int) -> torch.Tensor:
     """mean over b, t < T - shift, f of |prediction[b, t, f] - target[b, t + shift, f]|.
 
     ``prediction`` (B, T, F) is made at step t from the causal context x_1..x_t; ``target`` (B, T, F) is the input
     sequence; 1 <= shift < T. The mean is over all elements of the valid steps (``nn.L1Loss`` of the reference code).
+    Computed in at least float32, outside autocast.
     """
     if prediction.shape != target.shape or prediction.ndim != 3:
         raise ValueError(f"expected prediction and target of the same (B, T, F) shape, "
@@ -18,5 +22,4 @@ def apc_loss(prediction: torch.Tensor, target: torch.Tensor, shift: int) -> torc
     t = prediction.shape[1]
     if not 1 <= shift < t:
         raise ValueError(f"shift must be in [1, {t - 1}], got {shift}")
-    dtype = torch.promote_types(prediction.dtype, torch.float32)
-    return F.l1_loss(prediction[:, : t - shift].to(dtype), target[:, shift:].to(dtype))
+    return F.l1_loss(prediction[:, : t - shift], target[:, shift:])

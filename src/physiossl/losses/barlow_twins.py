@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from . import _distributed as _dist
+from ._common import check_pair, full_precision
 
 
+@full_precision
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float = 5e-3,
                       gather_distributed: bool = False, eps: float = 1e-5) -> torch.Tensor:
     """sum_i (1 - C_ii)^2 + lambda_offdiag · sum_{i != j} C_ij^2, with C = z1n^T z2n / N (D, D).
@@ -18,12 +20,10 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float 
 
     ``gather_distributed``: z1 and z2 are gathered (differentiably) over the ranks and every rank computes the loss
     of the global batch, which is what it returns; the mean over ranks and the DDP-averaged gradient then equal the
-    single-process loss and gradient on the global batch (see ``_distributed``). Computed in at least float32.
+    single-process loss and gradient on the global batch (see ``_distributed``). Computed in at least float32,
+    outside autocast.
     """
-    if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"expected two (N, D) tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    dtype = torch.promote_types(z1.dtype, torch.float32)
-    z1, z2 = z1.to(dtype), z2.to(dtype)
+    check_pair(z1, z2, "z1 and z2")
     if gather_distributed and _dist.is_distributed():
         z1, z2 = _dist.gather(z1), _dist.gather(z2)
 

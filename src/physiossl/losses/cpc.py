@@ -4,57 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from ._common import full_precision
+
 NEGATIVES = ("same_sequence", "batch", "all")
 
 
-def _logits(predictions: torch.Tensor, targets: torch.Tensor, n_negatives: int, negatives: str,
-            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (s, b, t): logits (S, B, T, 1 + C) with the positive in column 0, and the validity mask (S, B, T)."""
-    if predictions.ndim != 4 or targets.ndim != 3 or predictions.shape[1:] != targets.shape:
-        raise ValueError(f"expected predictions (S, B, T, D) and targets (B, T, D), "
-                         f"got {tuple(predictions.shape)} and {tuple(targets.shape)}")
-    if negatives not in NEGATIVES:
-        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
-    n_steps, b, t, _ = predictions.shape
-    if t < 2:
-        raise ValueError("need sequences of at least 2 steps")
-    if negatives != "all" and n_negatives < 1:
-        raise ValueError(f"n_negatives must be >= 1, got {n_negatives}")
-    device = predictions.device
-    dtype = torch.promote_types(predictions.dtype, torch.float32)
-    predictions, targets = predictions.to(dtype), targets.to(dtype)
-
-    steps = torch.arange(n_steps, device=device).view(-1, 1, 1)
-    times = torch.arange(t, device=device).view(1, 1, -1)
-    future = (times + steps + 1).expand(n_steps, b, t)  # position of the positive
-    valid = future < t
-    if not valid.any():
-        raise ValueError(f"no step predicts inside the sequence (S={n_steps}, T={t})")
-    future = future.clamp(max=t - 1)
-
-    def draw(high: int, size: tuple[int, ...]) -> torch.Tensor:
-        gen_device = generator.device if generator is not None else device
-        return torch.randint(high, size, generator=generator, device=gen_device).to(device)
-
-    if negatives == "batch":
-        flat_targets = targets.reshape(b * t, -1)
-        pool = draw(b * t, (n_steps, n_negatives))  # shared per step s
-        positive = (predictions * targets[torch.arange(b, device=device).view(1, -1, 1), future]).sum(-1, keepdim=True)
-        negative = torch.einsum("sbtd,snd->sbtn", predictions, flat_targets[pool])
-        own = (torch.arange(b, device=device).view(1, -1, 1) * t + future).unsqueeze(-1)
-        negative = negative.masked_fill(pool.view(n_steps, 1, 1, n_negatives) == own, float("-inf"))
-        return torch.cat([positive, negative], dim=-1), valid
-
-    scores = torch.einsum("sbtd,bud->sbtu", predictions, targets)  # against every step of the same sequence
-    positive = scores.gather(-1, future.unsqueeze(-1))
-    if negatives == "all":
-        others = scores.masked_fill(torch.arange(t, device=device) == future.unsqueeze(-1), float("-inf"))
-        return torch.cat([positive, others], dim=-1), valid
-    index = draw(t - 1, (n_steps, b, t, n_negatives))
-    index = index + (index >= future.unsqueeze(-1)).long()  # uniform over the T - 1 positions != positive
-    return torch.cat([positive, scores.gather(-1, index)], dim=-1), valid
-
-
+@full_precision
 def cpc_loss(predictions: torch.Tensor, targets: torch.Tensor, n_negatives: int = 128,
              negatives: str = "same_sequence", generator: torch.Generator | None = None) -> torch.Tensor:
     """Mean InfoNCE over every valid (s, b, t): -log softmax(logits)[positive].
@@ -64,27 +19,67 @@ def cpc_loss(predictions: torch.Tensor, targets: torch.Tensor, n_negatives: int 
     (no normalisation, no temperature); the positive is pred · z[b, t+s+1]. Negatives:
 
     - ``"same_sequence"`` (the CPC setting of Mehari & Strodthoff): ``n_negatives`` positions of the same sequence b,
-      drawn uniformly with replacement from the T - 1 positions other than the positive. Computed by scoring each
-      prediction against all T steps of its sequence, (S, B, T, T), and gathering the drawn columns, so no
-      (S, B, T, n_negatives, D) tensor is formed.
+      drawn uniformly with replacement from the T - 1 positions other than the positive.
     - ``"batch"``: positions (b', t') drawn uniformly with replacement from all B·T positions of the batch. For
       memory and compute, one set of ``n_negatives`` positions is drawn per prediction step s and shared by all
-      (b, t) of that step (logits (S, B, T, n_negatives) by one matmul); a drawn position that is an anchor's own
+      (b, t) of that step (logits (B, T, n_negatives) by one matmul); a drawn position that is an anchor's own
       positive is masked out for that anchor, so each anchor's negatives are uniform over the other positions and
       their number is ``n_negatives`` minus the (rare) coincidences.
     - ``"all"``: deterministic, every other position of the same sequence (T - 1 negatives); for exact tests.
 
+    The loss is accumulated one prediction step s at a time over its valid anchors t < T - s - 1. For
+    ``"same_sequence"`` and ``"all"`` each step scores its anchors against all T steps of their sequence,
+    (B, T - s - 1, T) by one batched matmul, so no (B, T, n_negatives, D) tensor is formed; with
+    ``"same_sequence"`` the drawn columns are picked by indexing, which keeps only the indices for the backward,
+    so the peak memory is about B·T·T scores (and, in the backward, their dense gradient) for one step at a time,
+    plus the S·B·T·(1 + n_negatives) picked logits and indices kept for the backward. ``"all"`` keeps every step's
+    scores for the backward (S·B·T·T in total). ``"batch"`` needs B·T·n_negatives logits per step.
+
     Random draws use ``generator`` (on its device; the global RNG of the predictions' device when None).
+    Computed in at least float32, outside autocast.
     """
-    logits, valid = _logits(predictions, targets, n_negatives, negatives, generator)
-    loss = torch.logsumexp(logits, dim=-1) - logits[..., 0]
-    return loss[valid].mean()
+    if predictions.ndim != 4 or targets.ndim != 3 or predictions.shape[1:] != targets.shape:
+        raise ValueError(f"expected predictions (S, B, T, D) and targets (B, T, D), "
+                         f"got {tuple(predictions.shape)} and {tuple(targets.shape)}")
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+    n_steps, b, t, _ = predictions.shape
+    if t < 2:
+        raise ValueError("need sequences of at least 2 steps")
+    if n_steps < 1:
+        raise ValueError("need at least one prediction step")
+    if negatives != "all" and n_negatives < 1:
+        raise ValueError(f"n_negatives must be >= 1, got {n_negatives}")
+    device = predictions.device
 
+    def draw(high: int, size: tuple[int, ...]) -> torch.Tensor:
+        gen_device = generator.device if generator is not None else device
+        return torch.randint(high, size, generator=generator, device=gen_device).to(device)
 
-@torch.no_grad()
-def cpc_accuracy(predictions: torch.Tensor, targets: torch.Tensor, n_negatives: int = 128,
-                 negatives: str = "same_sequence", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fraction of valid (s, b, t) whose positive logit beats every negative (same arguments as ``cpc_loss``)."""
-    logits, valid = _logits(predictions, targets, n_negatives, negatives, generator)
-    hit = logits[..., 0] > logits[..., 1:].amax(dim=-1)
-    return hit[valid].float().mean()
+    sequence = torch.arange(b, device=device).view(-1, 1)
+    flat_targets = targets.reshape(b * t, -1)
+    total, count = predictions.new_zeros(()), 0
+    for s in range(min(n_steps, t - 1)):
+        horizon = t - s - 1
+        anchors = predictions[s, :, :horizon]  # (B, H, D); anchor h predicts position h + s + 1
+        future = torch.arange(s + 1, t, device=device)  # (H,)
+        if negatives == "batch":
+            positive = (anchors * targets[:, s + 1:]).sum(-1, keepdim=True)
+            pool = draw(b * t, (n_negatives,))
+            negative = anchors @ flat_targets[pool].T  # (B, H, n_negatives)
+            own = (sequence * t + future).unsqueeze(-1)
+            logits = torch.cat([positive, negative.masked_fill(pool == own, float("-inf"))], dim=-1)
+        else:
+            scores = anchors @ targets.transpose(1, 2)  # (B, H, T)
+            positive = torch.diagonal(scores, offset=s + 1, dim1=1, dim2=2).unsqueeze(-1)
+            if negatives == "all":
+                total = total + (torch.logsumexp(scores, dim=-1) - positive[..., 0]).sum()
+                count += b * horizon
+                continue
+            index = draw(t - 1, (b, horizon, n_negatives))
+            index = index + (index >= future.view(1, -1, 1)).long()  # uniform over the T - 1 positions != positive
+            rows = torch.arange(horizon, device=device).view(1, -1, 1)
+            logits = torch.cat([positive, scores[sequence.unsqueeze(-1), rows, index]], dim=-1)
+        total = total + (torch.logsumexp(logits, dim=-1) - logits[..., 0]).sum()
+        count += b * horizon
+    return total / count

@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from . import _distributed as _dist
+from ._common import check_pair, full_precision
 
 
+@full_precision
 def infonce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2, queue: torch.Tensor | None = None,
             gather_distributed: bool = False) -> torch.Tensor:
     """Mean cross entropy of identifying each query's key; ``q`` and ``k`` (N, D) are L2-normalised here.
@@ -22,19 +24,17 @@ def infonce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2, queue: t
     global index rank * N + i. No 2·tau factor is applied (MoCo v3 scales the loss by 2·tau itself).
 
     The loss is the mean over the local queries, so with equal local batch sizes the mean over ranks (and the
-    DDP-averaged gradient) equals the single-process value on the global batch. Computed in at least float32.
+    DDP-averaged gradient) equals the single-process value on the global batch. Computed in at least float32,
+    outside autocast.
     """
-    if q.shape != k.shape or q.ndim != 2:
-        raise ValueError(f"expected q and k of the same (N, D) shape, got {tuple(q.shape)} and {tuple(k.shape)}")
-    dtype = torch.promote_types(q.dtype, torch.float32)
-    q = F.normalize(q.to(dtype), dim=1)
-    k = F.normalize(k.to(dtype), dim=1)
+    check_pair(q, k, "q and k")
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
     n = q.shape[0]
     if queue is not None:
         if queue.ndim != 2 or queue.shape[1] != q.shape[1]:
             raise ValueError(f"expected a (K, {q.shape[1]}) queue, got {tuple(queue.shape)}")
         positive = (q * k).sum(dim=1, keepdim=True)
-        negative = q @ F.normalize(queue.to(dtype), dim=1).T
+        negative = q @ F.normalize(queue, dim=1).T
         logits = torch.cat([positive, negative], dim=1) / temperature
         targets = torch.zeros(n, dtype=torch.long, device=q.device)
     else:

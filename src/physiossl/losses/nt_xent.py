@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from . import _distributed as _dist
+from ._common import check_pair, full_precision
 
 
+@full_precision
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
             gather_distributed: bool = False) -> torch.Tensor:
     """Mean NT-Xent over both directions; ``z1[i]`` and ``z2[i]`` are the two views of sample ``i``.
@@ -24,13 +26,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
     ``gather_distributed``: in a process group of W ranks holding n pairs each (equal n), the local 2n anchors are
     scored against the 2nW embeddings of all ranks (negatives are global) and the loss is the mean over the local
     anchors; the mean over ranks of the per-rank losses, and the DDP-averaged gradient, equal the single-process
-    loss and gradient on the global batch [z1 of rank 0, rank 1, ...]. Computed in at least float32.
+    loss and gradient on the global batch [z1 of rank 0, rank 1, ...]. Computed in at least float32, outside
+    autocast.
     """
-    if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"expected two (N, D) tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    check_pair(z1, z2, "z1 and z2")
     n = z1.shape[0]
-    dtype = torch.promote_types(z1.dtype, torch.float32)
-    z = F.normalize(torch.cat([z1, z2], dim=0).to(dtype), dim=1)
+    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
     if gather_distributed and _dist.is_distributed():
         r, w = _dist.rank(), _dist.world_size()
         candidates = torch.cat([_dist.gather(z[:n]), _dist.gather(z[n:])], dim=0)
@@ -41,6 +42,6 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
     local = torch.arange(n, device=z.device) + r * n
     self_idx = torch.cat([local, local + big_n])
     targets = torch.cat([local + big_n, local])
-    self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[torch.arange(2 * n, device=z.device), self_idx] = True
-    return F.cross_entropy(logits.masked_fill(self_mask, float("-inf")), targets)
+    rows = torch.arange(2 * n, device=z.device)
+    logits = logits.index_put((rows, self_idx), logits.new_tensor(float("-inf")))
+    return F.cross_entropy(logits, targets)

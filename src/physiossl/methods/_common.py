@@ -1,4 +1,5 @@
-"""Building blocks shared by the methods: MLP heads, frozen copies, EMA updates and momentum schedules."""
+"""Building blocks shared by the methods: MLP heads, frozen copies, EMA updates, momentum schedules and the
+:class:`MomentumTargets` mixin."""
 
 from __future__ import annotations
 
@@ -44,3 +45,35 @@ def cosine_momentum(base: float, step: int, total: int | None) -> float:
     if not total:
         return base
     return 1.0 - (1.0 - base) * (math.cos(math.pi * min(step / total, 1.0)) + 1.0) / 2.0
+
+
+class MomentumTargets:
+    """Mixin (before :class:`~physiossl.methods.base.SSLMethod` in the bases) for momentum target networks.
+
+    ``momentum_pairs`` names (online, target) submodules; :meth:`make_targets`, called in ``__init__`` once the
+    online modules exist, creates every target as a frozen copy of its online module. After every optimiser step
+    (:meth:`after_optimizer_step`) each target becomes an EMA of its online module with :meth:`current_momentum`:
+    the config's ``momentum`` rising to 1 along a cosine over the training steps (:func:`cosine_momentum`, step
+    counted from 0 at the first update), or fixed when ``momentum_cosine`` is False. The targets are submodules,
+    so they are in the state dict and in checkpoints.
+    """
+
+    momentum_pairs: tuple[tuple[str, str], ...] = (("encoder", "target_encoder"), ("projector", "target_projector"))
+    momentum_cosine: bool = True
+
+    def make_targets(self) -> None:
+        for online, target in self.momentum_pairs:
+            setattr(self, target, frozen_copy(getattr(self, online)))
+
+    def current_momentum(self) -> float:
+        base = self.cfg["momentum"]
+        return cosine_momentum(base, self.global_step, self.total_steps()) if self.momentum_cosine else base
+
+    def update_targets(self) -> None:
+        m = self.current_momentum()
+        for online, target in self.momentum_pairs:
+            ema_update(getattr(self, target), getattr(self, online), m)
+
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
+        self.update_targets()

@@ -84,6 +84,21 @@ class SSLMethod(L.LightningModule):
                  sync_dist=self.gather_distributed)
         return loss
 
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Lightning's optimiser step, then :meth:`after_optimizer_step`.
+
+        In Lightning 2.6's automatic optimisation this hook runs once per optimiser step: the earlier micro-batches
+        of an ``accumulate_grad_batches`` window run outside it, and the closure it passes to ``optimizer.step()``
+        runs the last micro-batch's ``training_step`` and backward. (``on_before_zero_grad`` would not do: it runs
+        inside the closure of the first micro-batch of the next window, after that micro-batch's forward pass and
+        before any step at the very start.) ``global_step`` still counts the steps before this one here.
+        """
+        super().optimizer_step(*args, **kwargs)
+        self.after_optimizer_step()
+
+    def after_optimizer_step(self) -> None:
+        """Per-step state updates (EMA targets, queues, prototypes), once per optimiser step, after it."""
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.cfg["lr"], weight_decay=self.cfg["weight_decay"])

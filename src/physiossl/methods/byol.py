@@ -6,12 +6,12 @@ import torch
 
 from ..losses.byol import byol_loss
 from . import register
-from ._common import cosine_momentum, ema_update, frozen_copy, mlp
+from ._common import MomentumTargets, mlp
 from .base import SSLMethod
 
 
 @register("byol")
-class BYOL(SSLMethod):
+class BYOL(MomentumTargets, SSLMethod):
     """Online encoder → projector (out_dim → ``proj_hidden`` → ``proj_dim``) → predictor (``proj_dim`` →
     ``pred_hidden`` → ``proj_dim``), both Linear → BN → ReLU → Linear; the target encoder and projector are
     exponential moving averages of the online ones, updated after every optimiser step with a momentum that
@@ -34,11 +34,7 @@ class BYOL(SSLMethod):
         c = self.cfg
         self.projector = mlp([self.encoder.out_dim, c["proj_hidden"], c["proj_dim"]])
         self.predictor = mlp([c["proj_dim"], c["pred_hidden"], c["proj_dim"]])
-        self.target_encoder = frozen_copy(self.encoder)
-        self.target_projector = frozen_copy(self.projector)
-
-    def current_momentum(self) -> float:
-        return cosine_momentum(self.cfg["momentum"], self.global_step, self.total_steps())
+        self.make_targets()
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         v1, v2 = self.views(x), self.views(x)
@@ -49,7 +45,3 @@ class BYOL(SSLMethod):
             t2 = self.target_projector(self.target_encoder(v2))
         return byol_loss(p1, t2) + byol_loss(p2, t1)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        m = self.current_momentum()
-        ema_update(self.target_encoder, self.encoder, m)
-        ema_update(self.target_projector, self.projector, m)

@@ -6,12 +6,12 @@ import torch
 
 from ..losses.infonce import infonce
 from . import register
-from ._common import cosine_momentum, ema_update, frozen_copy, mlp
+from ._common import MomentumTargets, mlp
 from .base import SSLMethod
 
 
 @register("moco_v3")
-class MoCoV3(SSLMethod):
+class MoCoV3(MomentumTargets, SSLMethod):
     """Queries: encoder → projector (out_dim → ``proj_hidden`` → ``proj_dim``, Linear → BN → ReLU → Linear → BN
     without affine) → predictor (``proj_dim`` → ``pred_hidden`` → ``proj_dim``); keys: momentum copies of encoder
     and projector, updated after every optimiser step with a momentum rising from ``momentum`` to 1 along a
@@ -22,6 +22,7 @@ class MoCoV3(SSLMethod):
     and 256-d output. Views: RandomResizedCrop (scale 0.5–1) + TimeOut (0.2–0.4).
     """
 
+    momentum_pairs = (("encoder", "momentum_encoder"), ("projector", "momentum_projector"))
     schema = {"properties": {
         "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
         "momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.99},
@@ -35,11 +36,7 @@ class MoCoV3(SSLMethod):
         c = self.cfg
         self.projector = mlp([self.encoder.out_dim, c["proj_hidden"], c["proj_dim"]], last_bn=True)
         self.predictor = mlp([c["proj_dim"], c["pred_hidden"], c["proj_dim"]])
-        self.momentum_encoder = frozen_copy(self.encoder)
-        self.momentum_projector = frozen_copy(self.projector)
-
-    def current_momentum(self) -> float:
-        return cosine_momentum(self.cfg["momentum"], self.global_step, self.total_steps())
+        self.make_targets()
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         v1, v2 = self.views(x), self.views(x)
@@ -52,7 +49,3 @@ class MoCoV3(SSLMethod):
         loss = infonce(q1, k2, tau, gather_distributed=gather) + infonce(q2, k1, tau, gather_distributed=gather)
         return 2 * tau * loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        m = self.current_momentum()
-        ema_update(self.momentum_encoder, self.encoder, m)
-        ema_update(self.momentum_projector, self.projector, m)

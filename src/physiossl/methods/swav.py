@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +12,8 @@ from ..losses.swav import sinkhorn, swav_loss
 from . import register
 from ._common import mlp
 from .base import SSLMethod
+
+log = logging.getLogger(__name__)
 
 
 def random_crop(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -30,10 +34,14 @@ class SwAV(SSLMethod):
     batch under DDP) and each is predicted from every other view (softmax with ``temperature``).
 
     The prototypes are renormalised after every optimiser step, and their gradients dropped during the first
-    ``freeze_prototypes_epochs`` epochs. From epoch ``queue_start_epoch`` on the embeddings of the two full views
-    fill a queue of ``queue_length`` per view (one per process, not gathered, as in SwAV); once full, its scores
-    are appended to the batch's before Sinkhorn, so small batches still get balanced codes
-    (``queue_length`` 0: no queue).
+    ``freeze_prototypes_epochs`` epochs. From epoch ``queue_start_epoch`` on, after every optimiser step, the
+    embeddings of the two full views (of all the step's micro-batches) enter a queue of ``queue_length`` per view,
+    newest first (one per process, not gathered, as in SwAV); once full, its scores are appended to the batch's
+    before Sinkhorn, so small batches still get balanced codes (``queue_length`` 0: no queue). A queue shorter
+    than the batch is well defined: it then holds the first ``queue_length`` embeddings of the latest batch
+    (SwAV itself rounds ``queue_length`` down to a multiple of the global batch, which disables such a queue).
+    The queue goes into checkpoints; a resume with more than one process starts with an empty queue, since only
+    rank 0's queue was saved.
 
     Defaults from the ECG SSL paper: projector 512 → 2048 → 128, 3000 prototypes, ε 0.05, 3 iterations,
     τ 0.1, queue from epoch 15; views RandomResizedCrop (scale 0.5–1) + TimeOut (0.2–0.4). From SwAV
@@ -64,7 +72,7 @@ class SwAV(SSLMethod):
         # A plain tensor, not a buffer: each process keeps its own queue (DDP would overwrite buffers with rank 0's).
         self.queue = torch.zeros(2, c["queue_length"], c["proj_dim"])
         self.queue_filled = 0
-        self._assigned: torch.Tensor | None = None
+        self._assigned: list[torch.Tensor] = []
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -92,7 +100,8 @@ class SwAV(SSLMethod):
                     s = torch.cat([s, self.prototypes(self.queue[i].to(s.dtype))])
                 codes.append(sinkhorn(s, c["sinkhorn_epsilon"], c["sinkhorn_iterations"],
                                       gather_distributed=self.gather_distributed)[:b])
-        self._assigned = z[: 2 * b].detach().view(2, b, -1)
+        if self.training:
+            self._assigned.append(z[: 2 * b].detach().view(2, b, -1))
         return swav_loss(list(scores), codes, c["temperature"])
 
     def on_after_backward(self) -> None:
@@ -100,21 +109,28 @@ class SwAV(SSLMethod):
             self.prototypes.weight.grad = None
 
     @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
         self.normalize_prototypes()
+        assigned, self._assigned = self._assigned[::-1], []
         length = self.queue.shape[1]
-        if self._assigned is None or length == 0 or self.current_epoch < self.cfg["queue_start_epoch"]:
+        if not assigned or length == 0 or self.current_epoch < self.cfg["queue_start_epoch"]:
             return
-        new = self._assigned[:, :length].to(self.queue)
+        new = torch.cat(assigned, dim=1)[:, :length].to(self.queue)
         n = new.shape[1]
         self.queue = torch.cat([new, self.queue[:, : length - n]], dim=1)
         self.queue_filled = min(self.queue_filled + n, length)
-        self._assigned = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["swav_queue"] = {"queue": self.queue.cpu(), "filled": self.queue_filled}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("swav_queue")
-        if state is not None and state["queue"].shape == self.queue.shape:
+        if state is None or state["queue"].shape != self.queue.shape:
+            return
+        if self.gather_distributed:
+            log.info("SwAV: resuming with %d processes, the per-process queues start empty (only rank 0's was "
+                     "saved)", self._trainer.world_size)
+            self.queue_filled = 0
+        else:
             self.queue, self.queue_filled = state["queue"], int(state["filled"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import RANDOM_INIT
+from ..config import RANDOM_INIT, is_random_init
 
 PRETTY = {"simclr": "SimCLR", "byol": "BYOL", "cpc": "CPC", "moco_v2": "MoCo v2", "moco_v3": "MoCo v3",
           "simsiam": "SimSiam", "swav": "SwAV", "barlow_twins": "Barlow Twins", "apc": "APC", "mpc": "MPC"}
@@ -27,10 +27,6 @@ EFFICIENCY_COLUMNS = ["method", "display", "protocol", "kind", "value", "n_train
                       "test_macro_auc", "ci_low", "ci_high"]
 ROBUSTNESS_COLUMNS = ["method", "display", "protocol", "level", "macro_auc"]
 NAN = float("nan")
-
-
-def is_random_init(method: str) -> bool:
-    return method == RANDOM_INIT or method.startswith(f"{RANDOM_INIT}_")
 
 
 def display_name(method: str, protocol: str, encoder: str | None = None) -> str:
