@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -68,3 +69,22 @@ def test_pretraining_resumes_after_a_kill_and_restarts_after_a_config_change(tmp
     changed = tiny_config(tmp_path, max_epochs=2)
     summary = pretrain.run(view(changed), "simclr", [demo_store], demo_store, out)
     assert not summary["resumed"] and summary["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_two_process_ddp_pretraining_gathers_and_writes_once(tmp_path, demo_store):
+    """`devices: 2` on CPU: Lightning DDP (gloo) runs the CLI in two processes; SimCLR's NT-Xent gathers the
+    embeddings of both, and only rank 0 writes the encoder."""
+    cfg = tiny_config(tmp_path, accelerator="cpu", devices=2, batch_size=32)
+    out = tmp_path / "ddp" / "encoder.pt"
+    cmd = [sys.executable, "-m", "physiossl.cli", "pretrain", "--configfile", str(cfg), "--method", "simclr",
+           "--store", str(demo_store), "--eval-store", str(demo_store), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["world_size"] == 2
+    # each process sees its half of the records (DistributedSampler) in full batches of 32
+    assert summary["steps"] == -(-summary["n_records"] // 2) // 32 > 0
+    payload = torch.load(out, weights_only=True)
+    assert all(torch.isfinite(v).all() for v in payload["state_dict"].values() if v.is_floating_point())
+    assert [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []

@@ -88,18 +88,20 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
         log.info("resuming from %s", last)
     trainer.fit(model, loader, ckpt_path=str(last) if resumed else None)
 
-    payload = {
-        "encoder": encoder, "encoder_args": encoder_args, "method": method, "state_dict": model.encoder.state_dict(),
-        "in_channels": cache.data.shape[1], "fs": cache.fs, "crop": crop, "run_id": run_id, "leakage": leakage,
-    }
-    save_torch_atomic(payload, out)
     summary = {
         "method": method, "encoder": encoder, "encoder_args": encoder_args, "batch_size": batch_size,
-        "stores": [str(s) for s in stores], "folds": p["folds"],
+        "stores": [str(s) for s in stores], "folds": p["folds"], "world_size": trainer.world_size,
         "n_records": len(dataset), "crop_samples": crop, "epochs": trainer.current_epoch,
         "steps": trainer.global_step, "final_train_loss": float(trainer.callback_metrics.get("train_loss_epoch", float("nan"))),
         "resumed": resumed, "seconds": round(time.time() - started, 1), "run_id": run_id,
         "metrics_csv": str(Path(trainer.logger.log_dir) / "metrics.csv"), "leakage": leakage,
     }
+    if not trainer.is_global_zero:  # under DDP, one process writes the outputs
+        return summary
+    payload = {
+        "encoder": encoder, "encoder_args": encoder_args, "method": method, "state_dict": model.encoder.state_dict(),
+        "in_channels": cache.data.shape[1], "fs": cache.fs, "crop": crop, "run_id": run_id, "leakage": leakage,
+    }
+    save_torch_atomic(payload, out)
     write_json(out.with_suffix(".json"), summary)
     return summary
