@@ -1,0 +1,320 @@
+"""SimPer building blocks: MXCorr and nPSD against direct computations, the soft-target loss by hand, and the
+speed-resampled views."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from physiossl.augment.periodic import SpeedViews, sample_speeds, speed_resample
+from physiossl.losses.simper import mxcorr, npsd, simper_loss
+
+
+def t64(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+def randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def mxcorr_direct(a: np.ndarray, b: np.ndarray, circular: bool = False) -> np.ndarray:
+    """O(T^2) per pair: explicit loops over the pairs and the lags, population std, divided by T - 1."""
+    t = a.shape[1]
+    out = np.zeros((len(a), len(b)))
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            x_c, y_c = x - x.mean(), y - y.mean()
+            best = -np.inf
+            for lag in range(0, t) if circular else range(-(t - 1), t):
+                if circular:
+                    c = sum(x_c[k] * y_c[(k + lag) % t] for k in range(t))
+                else:
+                    c = sum(x_c[k] * y_c[k + lag] for k in range(t) if 0 <= k + lag < t)
+                best = max(best, c)
+            out[i, j] = best / (x_c.std() * y_c.std() * (t - 1))
+    return out
+
+
+def npsd_direct(a: np.ndarray, b: np.ndarray, fs: float, band: tuple[float, float]) -> np.ndarray:
+    freqs = np.fft.rfftfreq(a.shape[1], d=1.0 / fs)
+    keep = (freqs >= band[0]) & (freqs <= band[1])
+    out = np.zeros((len(a), len(b)))
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            px = np.abs(np.fft.rfft(x - x.mean()))[keep] ** 2
+            py = np.abs(np.fft.rfft(y - y.mean()))[keep] ** 2
+            out[i, j] = px @ py / (np.linalg.norm(px) * np.linalg.norm(py))
+    return out
+
+
+def loss_direct(s: np.ndarray, speeds1: np.ndarray, speeds2: np.ndarray, tau: float) -> float:
+    """mean_i -sum_j W_ij log softmax_j(S_ij), W_ij = softmax_j(-|s_i - s'_j| / tau), with explicit loops."""
+    total = 0.0
+    for i in range(s.shape[0]):
+        w = np.exp([-abs(speeds1[i] - v) / tau for v in speeds2])
+        w /= w.sum()
+        log_p = s[i] - math.log(sum(math.exp(v) for v in s[i]))
+        total -= float(w @ log_p)
+    return total / s.shape[0]
+
+
+def sinusoid(freq: float, t: int, fs: float, phase: float = 0.0) -> np.ndarray:
+    return np.sin(2 * math.pi * freq * np.arange(t) / fs + phase)
+
+
+# --------------------------------------------------------------------------------------------- MXCorr
+@pytest.mark.parametrize("circular", [False, True])
+def test_mxcorr_matches_direct_computation(circular):
+    a, b = randn(3, 7, seed=1), randn(4, 7, seed=2)
+    expected = mxcorr_direct(a.numpy(), b.numpy(), circular)
+    torch.testing.assert_close(mxcorr(a, b, circular=circular), t64(expected), rtol=1e-10, atol=1e-12)
+
+
+def test_mxcorr_hand_values():
+    # a = (1, 0, -1, 0), b = a delayed by one, c = (1, 1, -1, -1); sigma_a^2 = sigma_b^2 = 1/2, sigma_c^2 = 1;
+    # best lagged products: a.a = 2, a.b = 2 (lag 1, three overlapping samples), a.c = 2 (lags 0 and 1)
+    a, b, c = [1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, -1.0], [1.0, 1.0, -1.0, -1.0]
+    s = mxcorr(t64([a, b]), t64([a, c]))
+    torch.testing.assert_close(s, t64([[4 / 3, 2 * math.sqrt(2) / 3], [4 / 3, 2 * math.sqrt(2) / 3]]))
+
+
+@pytest.mark.parametrize("circular", [False, True])
+def test_mxcorr_symmetry_affine_invariance_and_range(circular):
+    a, b = randn(5, 16, seed=3), randn(6, 16, seed=4)
+    s = mxcorr(a, b, circular=circular)
+    torch.testing.assert_close(mxcorr(b, a, circular=circular), s.T)
+    torch.testing.assert_close(mxcorr(2.5 * a - 3.0, 0.1 * b + 7.0, circular=circular), s)
+    assert (s >= 0).all() and (s <= 16 / 15 + 1e-12).all()
+    # identical series reach the maximum T / (T - 1) at lag 0
+    torch.testing.assert_close(mxcorr(a, a, circular=circular).diagonal(), torch.full((5,), 16 / 15, dtype=a.dtype))
+
+
+def test_mxcorr_circular_is_exactly_lag_invariant():
+    a, b = randn(3, 20, seed=5), randn(4, 20, seed=6)
+    s = mxcorr(a, b, circular=True)
+    for d in (1, 7, 19):
+        torch.testing.assert_close(mxcorr(a, b.roll(d, dims=1), circular=True), s)
+        torch.testing.assert_close(mxcorr(a.roll(d, dims=1), b, circular=True), s)
+
+
+def test_mxcorr_linear_lag_invariance_for_periodic_signal():
+    # a of period P dividing T and b = a circularly shifted by d: b[k + l] = a[k] for every lag l = d (mod P), so
+    # at such a lag with |l| <= P / 2 the linear correlation misses only the |l| non-overlapping samples, each
+    # with a^2 <= 1 = 2 sigma^2: mxcorr(a, b) >= (T - P) / (T - 1), within P / (T - 1) of mxcorr(a, a) = T / (T - 1).
+    # A shift by a whole number of periods loses nothing; the circular correlation is exactly invariant.
+    t, period = 48, 8
+    a = t64(sinusoid(1.0, t, period, phase=0.3))[None]
+    full = mxcorr(a, a).item()
+    assert full == pytest.approx(t / (t - 1))
+    for d in range(1, t):
+        shifted = mxcorr(a, a.roll(d, dims=1)).item()
+        assert full - period / (t - 1) - 1e-12 <= shifted <= full + 1e-12
+        assert mxcorr(a, a.roll(d, dims=1), circular=True).item() == pytest.approx(full)
+    assert mxcorr(a, a.roll(period, dims=1)).item() == pytest.approx(full)
+
+
+def test_mxcorr_batched_and_constant_series():
+    a, b = randn(2, 3, 10, seed=7), randn(2, 4, 10, seed=8)
+    s = mxcorr(a, b)
+    assert s.shape == (2, 3, 4)
+    for k in range(2):
+        torch.testing.assert_close(s[k], mxcorr(a[k], b[k]))
+    const = torch.full((2, 10), 3.0, dtype=torch.float64, requires_grad=True)
+    other = randn(3, 10, seed=9).requires_grad_()
+    s = mxcorr(const, other)
+    torch.testing.assert_close(s, torch.zeros(2, 3, dtype=torch.float64))
+    s.sum().backward()
+    assert torch.isfinite(const.grad).all() and torch.isfinite(other.grad).all()
+    with pytest.raises(ValueError, match="same T"):
+        mxcorr(randn(2, 5), randn(2, 6))
+
+
+def test_mxcorr_float32_and_half_inputs():
+    a = randn(3, 12, seed=10)
+    expected = mxcorr(a, a)
+    out = mxcorr(a.float(), a.float())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    assert mxcorr(a.bfloat16(), a.bfloat16()).dtype == torch.float32
+
+
+# --------------------------------------------------------------------------------------------- nPSD
+def test_npsd_matches_direct_computation():
+    a, b = randn(3, 30, seed=11), randn(2, 30, seed=12)
+    for band in ((0.5, 3.0), (0.0, 5.0)):
+        torch.testing.assert_close(npsd(a, b, fs=10.0, band=band), t64(npsd_direct(a.numpy(), b.numpy(), 10.0, band)))
+    torch.testing.assert_close(npsd(a, b), npsd(a, b, fs=10.0, band=(0.0, 5.0)))
+
+
+def test_npsd_sinusoids_and_out_of_band_power():
+    fs, t, band = 10.0, 40, (0.5, 3.0)  # frequency bins of 0.25 Hz
+    one, two = sinusoid(1.0, t, fs), sinusoid(2.0, t, fs, phase=1.0)
+    s = npsd(t64([one, two]), t64([one, two, 3.0 * one + 5.0]), fs=fs, band=band)
+    torch.testing.assert_close(s, t64([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), rtol=0, atol=1e-10)
+    noisy = one + 5.0 * sinusoid(4.0, t, fs)  # 4 Hz is outside the band
+    assert npsd(t64([noisy]), t64([one]), fs=fs, band=band).item() == pytest.approx(1.0, abs=1e-10)
+    assert npsd(t64([noisy]), t64([one])).item() < 0.1
+    # shifted by a whole number of cycles of every component: same power spectrum
+    assert npsd(t64([one]), t64([np.roll(one, 3)]), fs=fs, band=band).item() == pytest.approx(1.0, abs=1e-10)
+
+
+def test_npsd_errors_and_constant_series():
+    with pytest.raises(ValueError, match="needs fs"):
+        npsd(randn(2, 8), randn(2, 8), band=(0.5, 1.0))
+    with pytest.raises(ValueError, match="no frequency bin"):
+        npsd(randn(2, 8), randn(2, 8), fs=8.0, band=(1.2, 1.8))
+    const = torch.ones(2, 8, dtype=torch.float64, requires_grad=True)
+    s = npsd(const, randn(3, 8))
+    torch.testing.assert_close(s, torch.zeros(2, 3, dtype=torch.float64))
+    s.sum().backward()
+    assert torch.isfinite(const.grad).all()
+
+
+# --------------------------------------------------------------------------------------------- loss
+def test_simper_loss_hand_value():
+    # S = [[4/3, d'], [4/3, d']] (see test_mxcorr_hand_values), d = 4/3 - d' = (4 - 2 sqrt 2) / 3; speeds (1, 1.2) on
+    # both sides at tau = 0.1 give W = [[q, 1 - q], [1 - q, q]], q = 1 / (1 + e^-2); both rows have log-probabilities
+    # (-log(1 + e^-d), -d - log(1 + e^-d)), so L = log(1 + e^-d) + d ((1 - q) + q) / 2 = log(1 + e^-d) + d / 2.
+    a, b, c = [1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, -1.0], [1.0, 1.0, -1.0, -1.0]
+    speeds = t64([1.0, 1.2])
+    d = (4 - 2 * math.sqrt(2)) / 3
+    loss = simper_loss(t64([a, b]), t64([a, c]), speeds, speeds, temperature=0.1)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-d)) + d / 2, rel=1e-12)
+    assert loss.dtype == torch.float64
+
+
+@pytest.mark.parametrize("similarity", ["mxcorr", "npsd"])
+def test_simper_loss_matches_direct_computation(similarity):
+    z1, z2 = randn(4, 16, seed=13), randn(5, 16, seed=14)
+    s1, s2 = t64([0.6, 0.9, 1.4, 1.9]), t64([0.5, 0.8, 1.1, 1.5, 2.0])
+    kwargs = {"fs": 4.0, "band": (0.5, 1.5)} if similarity == "npsd" else {}
+    s = (npsd_direct(z1.numpy(), z2.numpy(), 4.0, (0.5, 1.5)) if similarity == "npsd"
+         else mxcorr_direct(z1.numpy(), z2.numpy()))
+    loss = simper_loss(z1, z2, s1, s2, similarity=similarity, temperature=0.3, **kwargs)
+    assert loss.item() == pytest.approx(loss_direct(s, s1.numpy(), s2.numpy(), 0.3), rel=1e-10)
+
+
+@pytest.mark.parametrize("similarity", ["mxcorr", "npsd"])
+def test_simper_loss_with_one_hot_targets_is_cross_entropy(similarity):
+    z1, z2 = randn(4, 12, seed=15), randn(4, 12, seed=16)
+    speeds = t64([0.5, 0.9, 1.3, 1.7])
+    logits = mxcorr(z1, z2) if similarity == "mxcorr" else npsd(z1, z2)
+    expected = F.cross_entropy(logits, torch.arange(4))
+    torch.testing.assert_close(simper_loss(z1, z2, speeds, speeds, similarity=similarity, temperature=1e-6), expected)
+
+
+def test_simper_loss_branches_batches_and_permutations():
+    z1, z2 = randn(3, 4, 10, seed=17), randn(3, 4, 10, seed=18)
+    speeds = t64([[0.5, 0.7, 1.2, 1.9]] * 3)
+    loss = simper_loss(z1, z2, speeds, speeds)
+    # each clip is contrasted only with itself: the batch loss is the mean of the per-clip losses
+    per_clip = torch.stack([simper_loss(z1[k], z2[k], speeds[k], speeds[k]) for k in range(3)])
+    torch.testing.assert_close(loss, per_clip.mean())
+    # anchors and candidates may be permuted along with their speeds
+    p, q = torch.tensor([2, 0, 3, 1]), torch.tensor([1, 3, 0, 2])
+    torch.testing.assert_close(simper_loss(z1[:, p], z2[:, q], speeds[:, p], speeds[:, q]), loss)
+    # swapping the branches scores the columns of the symmetric similarity matrix instead of its rows
+    s = mxcorr_direct(z1[0].numpy(), z2[0].numpy())
+    swapped = simper_loss(z2[0], z1[0], speeds[0], speeds[0])
+    assert swapped.item() == pytest.approx(loss_direct(s.T, speeds[0].numpy(), speeds[0].numpy(), 0.1), rel=1e-10)
+
+
+@pytest.mark.parametrize("similarity", ["mxcorr", "npsd"])
+def test_simper_loss_finite_gradients_for_constant_features(similarity):
+    speeds = t64([0.5, 1.0, 1.5])
+    for z2 in (torch.full((3, 8), 2.0, dtype=torch.float64), randn(3, 8, seed=19)):
+        z1 = torch.full((3, 8), -1.0, dtype=torch.float64, requires_grad=True)
+        z2 = z2.clone().requires_grad_()
+        loss = simper_loss(z1, z2, speeds, speeds, similarity=similarity)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+
+
+def test_simper_loss_errors():
+    z, s = randn(3, 8), t64([1.0, 1.5, 2.0])
+    with pytest.raises(ValueError, match="unknown similarity"):
+        simper_loss(z, z, s, s, similarity="cosine")
+    with pytest.raises(ValueError, match="temperature"):
+        simper_loss(z, z, s, s, temperature=0.0)
+    with pytest.raises(ValueError, match="leading axes"):
+        simper_loss(z, z, s[:2], s)
+
+
+# --------------------------------------------------------------------------------------------- views
+def test_speed_resample_dominant_frequency():
+    fs, t, out_len, f = 100.0, 400, 200, 2.0  # output bins of 0.5 Hz
+    x = t64(sinusoid(f, t, fs))[None, None].expand(3, 2, t)
+    speeds = t64([0.5, 1.5, 2.0])
+    torch.manual_seed(0)
+    y = speed_resample(x, speeds, out_len)
+    assert y.shape == (3, 2, out_len) and y.dtype == torch.float64
+    power = torch.fft.rfft(y - y.mean(-1, keepdim=True)).abs()
+    peak = torch.fft.rfftfreq(out_len, d=1.0 / fs, dtype=torch.float64)[power.argmax(-1)]
+    torch.testing.assert_close(peak, (speeds * f)[:, None].expand(3, 2))
+
+
+def test_speed_resample_positions_start_and_clamp():
+    t = 50
+    ramp = torch.arange(t, dtype=torch.float64)[None, None].expand(4, 1, t)  # interpolating a ramp reads positions
+    x = randn(4, 3, t, seed=20)
+    torch.testing.assert_close(speed_resample(x, 1.0, t, start=0.0), x, rtol=0, atol=0)
+    torch.testing.assert_close(speed_resample(x, 1.0, 20, start=5), x[..., 5:25], rtol=0, atol=0)
+    torch.testing.assert_close(speed_resample(x, 2.0, 25, start=0), x[..., ::2], rtol=0, atol=0)
+    speeds = t64([0.5, 1.0, 1.7, 2.0])
+    torch.manual_seed(1)
+    pos = speed_resample(ramp, speeds, 25)[:, 0]
+    torch.testing.assert_close(pos.diff(dim=1), speeds[:, None].expand(4, 24))
+    assert (pos[:, 0] >= 0).all() and (pos[:, -1] <= t - 1).all()
+    assert pos[:, 0].unique().numel() > 1
+    # a window that does not fit starts at 0 and holds the last sample
+    pos = speed_resample(ramp[:1], 3.0, 25)[0, 0]
+    expected = (3.0 * torch.arange(25, dtype=torch.float64)).clamp(max=t - 1)
+    torch.testing.assert_close(pos, expected)
+
+
+def test_speed_resample_float32_device_and_errors():
+    x = torch.randn(2, 1, 30)
+    y = speed_resample(x, torch.tensor([0.8, 1.2]), 10)
+    assert y.shape == (2, 1, 10) and y.dtype == torch.float32 and y.device == x.device
+    with pytest.raises(ValueError, match="out_len"):
+        speed_resample(x, 1.0, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_speed_views_on_cuda():
+    views, speeds = SpeedViews(3, 20)(torch.randn(2, 1, 60, device="cuda"))
+    assert views.device.type == "cuda" and speeds.device.type == "cuda"
+
+
+def test_sample_speeds():
+    torch.manual_seed(2)
+    s = sample_speeds(64, 5, 0.5, 2.0)
+    assert s.shape == (64, 5) and s.dtype == torch.float32
+    assert (s >= 0.5).all() and (s <= 2.0).all() and (s.diff(dim=1) >= 0).all()
+    torch.manual_seed(2)
+    torch.testing.assert_close(sample_speeds(64, 5), s)
+    assert sample_speeds(2, 3, dtype=torch.float64).dtype == torch.float64
+    with pytest.raises(ValueError, match="low"):
+        sample_speeds(2, 3, 0.0, 1.0)
+
+
+def test_speed_views_shapes_order_and_grouping():
+    b, m, t, out_len = 3, 4, 80, 30
+    # clip k is 1000 k + ramp on both leads: each view's values give its clip and, by their slope, its speed
+    x = (1000.0 * torch.arange(b, dtype=torch.float64)[:, None, None]
+         + torch.arange(t, dtype=torch.float64)).expand(b, 2, t).contiguous()
+    module = SpeedViews(m, out_len, speed_range=(0.5, 2.0))
+    torch.manual_seed(3)
+    views, speeds = module(x)
+    assert views.shape == (b * m, 2, out_len) and speeds.shape == (b * m,) and speeds.dtype == torch.float64
+    views, speeds = views.view(b, m, 2, out_len), speeds.view(b, m)
+    assert (speeds >= 0.5).all() and (speeds <= 2.0).all() and (speeds.diff(dim=1) >= 0).all()
+    clip = torch.arange(b, dtype=torch.float64)[:, None, None].expand(b, m, 2)
+    torch.testing.assert_close(views[..., 0] // 1000, clip)
+    torch.testing.assert_close(views.diff(dim=-1), speeds[:, :, None, None].expand(b, m, 2, out_len - 1))
+    assert "m=4" in repr(module)
