@@ -15,6 +15,7 @@ does not count. The crop is the method's ``crop_s`` (else ``pretrain.crop_s``) a
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="32-true", choices=["32-true", "16-mixed", "bf16-mixed"])
     args = parser.parse_args(argv)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     config = validate_config(yaml.safe_load(args.config.read_text()), str(args.config))
     pretrain = config["pretrain"]
     methods = args.methods or [m for m in available() if m in pretrain["methods"]]
@@ -133,10 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
         rate = samples_per_s(module, RandomBatches(n, args.batch, crop), args.batch, args.steps, args.warmup,
                              args.device, args.precision)
         results[name] = rate
-        print(f"{name:<14} {encoder:<12} crop {crop:>5}  {rate:9.1f} samples/s  {rate / baseline:.2f}x")
+        print(f"{name:<14} {encoder:<12} crop {crop:>5}  {rate:9.1f} samples/s  {rate / baseline:.3f}x")
     print("== ratios (method samples/s / supervised samples/s, same run)")
     for name in methods:
-        print(f"ratio {name}/supervised: {results[name] / baseline:.2f}x")
+        print(f"ratio {name}/supervised: {results[name] / baseline:.3f}x")
     return results
 
 
