@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -39,231 +40,9 @@ SMALL = {
 }
 CPC_ONLY = {"cpc", "apc"}
 
-PAPER = """
-simclr:
-  lr: 2.3e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  temperature: 0.5
-  proj_hidden: 512
-  proj_dim: 16
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-byol:
-  lr: 2.3e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  momentum: 0.996
-  proj_hidden: 512
-  proj_dim: 16
-  pred_hidden: 512
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-swav:
-  lr: 2.3e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  proj_hidden: 2048
-  proj_dim: 128
-  n_prototypes: 3000
-  temperature: 0.1
-  sinkhorn_epsilon: 0.05
-  sinkhorn_iterations: 3
-  n_small_crops: 4
-  small_crop_fraction: 0.5
-  freeze_prototypes_epochs: 1
-  queue_length: 3840
-  queue_start_epoch: 15
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-moco_v2:
-  lr: 2.3e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  temperature: 0.2
-  momentum: 0.999
-  queue_size: 16384
-  proj_hidden: 512
-  proj_dim: 128
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-moco_v3:
-  lr: 2.3e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  temperature: 1.0
-  momentum: 0.99
-  proj_hidden: 4096
-  proj_dim: 256
-  pred_hidden: 4096
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-cpc:
-  encoder: cpc
-  encoder_args: {hidden: 512, encoder_layers: 4, lstm_layers: 2}
-  crop_s: 10
-  lr: 1.0e-4
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  steps: 12
-  n_negatives: 128
-  negatives: same_sequence
-  augment: []
-barlow_twins:
-  lr: 2.3e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  proj_hidden: 8192
-  proj_dim: 8192
-  lambda_offdiag: 5.0e-3
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-simsiam:
-  lr: 2.3e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  proj_dim: 2048
-  pred_hidden: 512
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-mpc:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  mask_ratio: 0.3
-  span: 1
-  augment: []
-apc:
-  encoder: cpc
-  encoder_args: {hidden: 512, encoder_layers: 4, lstm_layers: 2}
-  crop_s: 10
-  lr: 1.0e-4
-  weight_decay: 1.0e-6
-  warmup_epochs: 10
-  shift: 10
-  augment: []
-"""
-
-DEMO = """
-simclr:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  temperature: 0.5
-  proj_hidden: 128
-  proj_dim: 16
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-byol:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  momentum: 0.99
-  proj_hidden: 128
-  proj_dim: 16
-  pred_hidden: 128
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-swav:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  proj_hidden: 256
-  proj_dim: 32
-  n_prototypes: 64
-  temperature: 0.1
-  sinkhorn_epsilon: 0.05
-  sinkhorn_iterations: 3
-  n_small_crops: 2
-  small_crop_fraction: 0.5
-  freeze_prototypes_epochs: 1
-  queue_length: 512
-  queue_start_epoch: 3
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-moco_v2:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  temperature: 0.2
-  momentum: 0.99
-  queue_size: 1024
-  proj_hidden: 128
-  proj_dim: 32
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-moco_v3:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  temperature: 1.0
-  momentum: 0.99
-  proj_hidden: 256
-  proj_dim: 32
-  pred_hidden: 256
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-cpc:
-  encoder: cpc
-  encoder_args: {hidden: 64}
-  crop_s: 2.5
-  batch_size: 64
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  steps: 4
-  n_negatives: 32
-  negatives: same_sequence
-  augment: []
-barlow_twins:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  proj_hidden: 256
-  proj_dim: 256
-  lambda_offdiag: 5.0e-3
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-simsiam:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  proj_dim: 256
-  pred_hidden: 64
-  augment:
-    - random_resized_crop: {scale: [0.5, 1.0]}
-    - timeout: {area: [0.2, 0.4]}
-mpc:
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  mask_ratio: 0.3
-  span: 1
-  augment: []
-apc:
-  encoder: cpc
-  encoder_args: {hidden: 64}
-  crop_s: 2.5
-  batch_size: 64
-  lr: 1.0e-3
-  weight_decay: 1.0e-6
-  warmup_epochs: 1
-  shift: 10
-  augment: []
-"""
+REPO = Path(__file__).resolve().parents[1]
+# the method blocks of the shipped paper grid and CPU demo grid
+GRIDS = {name: REPO / "config" / f"{name}.yaml" for name in ("paper_ecg", "demo_methods")}
 
 
 def small_config(name: str, **changes) -> dict:
@@ -552,9 +331,9 @@ def test_cpc_and_apc_need_the_cpc_encoder(name):
 
 
 # --------------------------------------------------------------------------------------------- config validation
-@pytest.mark.parametrize("grid", [PAPER, DEMO])
+@pytest.mark.parametrize("grid", sorted(GRIDS))
 def test_paper_and_demo_configs_validate_and_build(grid):
-    configs = yaml.safe_load(grid)
+    configs = yaml.safe_load(GRIDS[grid].read_text())["pretrain"]["methods"]
     assert sorted(configs) == METHODS
     for name, cfg in configs.items():
         assert validate_method_config(name, cfg, f"pretrain.methods.{name}", encoder="xresnet1d50") == []

@@ -169,5 +169,3 @@ def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, se
     return {"val": best[0], "test": macro_auc(task.test.labels, scores, task.classes), "test_scores": scores,
             "best_epoch": best[1], "history": history, "predict": predict}
 
-
-PROTOCOLS = {"linear": linear_eval, "finetune": finetune}

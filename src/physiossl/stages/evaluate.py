@@ -15,7 +15,7 @@ import torch
 from ..config import ALL_LABELS
 from ..data.loading import SignalCache
 from ..eval.bootstrap import bootstrap_ids, macro_auc_ci
-from ..eval.protocols import PROTOCOLS, Split, Task
+from ..eval.protocols import Split, Task, finetune, linear_eval
 from ..eval.robustness import robustness_curve
 from ..models import build_encoder
 from .common import resolve_device, write_json
@@ -66,8 +66,8 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
     splits = {"train": ev["train_folds"], "val": [ev["val_fold"]], "test": [ev["test_fold"]]}
     caches = {name: SignalCache(store, folds=folds) for name, folds in splits.items()}
     # the classes are those with training positives in all training folds, whatever the subset
-    all_classes = caches["train"].labels(ev["label_set"])[1]
-    trained = caches["train"].labels(ev["label_set"])[0].sum(axis=0) > 0
+    train_labels, all_classes = caches["train"].labels(ev["label_set"])
+    trained = train_labels.sum(axis=0) > 0
     classes = [c for c, keep in zip(all_classes, trained) if keep]
     untrainable = [c for c, keep in zip(all_classes, trained) if not keep]
     if not classes:
@@ -82,10 +82,10 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
     encoder, origin = load_encoder(checkpoint, random_encoder, caches["train"].data.shape[1])
     cfg = protocol_settings(ev, protocol, method)
     if protocol == "linear":
-        result = PROTOCOLS[protocol](encoder, task, cfg, device, view["seed"])
+        result = linear_eval(encoder, task, cfg, device, view["seed"])
     elif protocol == "finetune":
         autocast = _AUTOCAST.get(view["pretrain"]["trainer"]["precision"]) if device.type == "cuda" else None
-        result = PROTOCOLS[protocol](encoder, task, cfg, device, view["seed"], crop=task.window, autocast_dtype=autocast)
+        result = finetune(encoder, task, cfg, device, view["seed"], crop=task.window, autocast_dtype=autocast)
     else:
         raise ValueError(f"unknown protocol {protocol!r}")
 
