@@ -66,11 +66,11 @@ def build_inputs(workdir: Path, n_records: int, seed: int = 0) -> tuple[Path, Pa
     rng = np.random.default_rng(seed)
     data = rng.standard_normal((n_records, 12, N_SAMPLES), dtype=np.float32)
     store = workdir / "bench.zarr"
-    with EcgStoreWriter.open(store, capacity=n_records, n_samples=N_SAMPLES) as writer:
+    with EcgStoreWriter.open(store, capacity=n_records, n_samples=N_SAMPLES, fs=100.0) as writer:
         for i in range(n_records):
             writer.append(data[i], {"record_id": str(i), "patient_id": str(i), "fold": i % 10 + 1, "age": 50.0,
                                     "sex": "0", "source": "bench"})
-        writer.finish(dataset="bench", source_version="random", fs=100.0, label_sets={}, provenance={"seed": seed},
+        writer.finish(dataset="bench", source_version="random", label_sets={}, provenance={"seed": seed},
                       norm_folds=range(1, 11))
     npy = workdir / "signals.npy"
     np.save(npy, data)

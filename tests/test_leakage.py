@@ -34,13 +34,13 @@ def mirror_store(demo_store, tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(len(ids), size=80, replace=False))
     out = tmp_path_factory.mktemp("mirror") / "mirror_100hz.zarr"
-    with EcgStoreWriter.open(out, capacity=len(rows) + 5, n_samples=1000) as writer:
+    with EcgStoreWriter.open(out, capacity=len(rows) + 5, n_samples=1000, fs=100) as writer:
         for i, row in enumerate(rows):
             writer.append(src["signals"][row], meta={"record_id": f"HR{int(ids[row]):05d}", "fold": i % 10 + 1,
                                                       "source": "mirror"}, xref={"ptbxl": ids[row]})
         for j in range(5):  # records of its own, with no PTB-XL counterpart
             writer.append(src["signals"][j], meta={"record_id": f"OWN{j}", "fold": 1, "source": "mirror"})
-        writer.finish(dataset="mirror", source_version="test", fs=100, label_sets={}, provenance={},
+        writer.finish(dataset="mirror", source_version="test", label_sets={}, provenance={},
                       norm_folds=range(1, 9))
     return out
 

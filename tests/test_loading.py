@@ -19,13 +19,13 @@ def var_store(tmp_path_factory):
     """A small store whose records have different lengths (some shorter than a 250-sample crop)."""
     path = tmp_path_factory.mktemp("var") / "var.zarr"
     rng = np.random.default_rng(7)
-    with EcgStoreWriter.open(path, capacity=len(VAR_LENGTHS), n_samples=1000) as writer:
+    with EcgStoreWriter.open(path, capacity=len(VAR_LENGTHS), n_samples=1000, fs=100) as writer:
         for i, t in enumerate(VAR_LENGTHS):
             signal = (rng.normal(0.3, 2.0, (12, t)) + np.arange(12)[:, None]).astype(np.float32)
             writer.append(signal, {"record_id": f"r{i}", "patient_id": f"p{i}", "fold": i % 10 + 1, "age": 50.0,
                                    "sex": "F", "source": "test"},
                           labels={"all": ["A"] if i % 2 else ["B"]})
-        writer.finish(dataset="var", source_version="0", fs=100, label_sets={"all": ["A", "B"]}, provenance={},
+        writer.finish(dataset="var", source_version="0", label_sets={"all": ["A", "B"]}, provenance={},
                       norm_folds=range(1, 11))
     return path
 

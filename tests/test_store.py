@@ -27,8 +27,8 @@ from physiossl.data.store import (
 LABEL_SETS = {"rhythm": ["AFIB", "SR"], "form": ["LVOLT", "PVC", "QWAVE"]}
 
 
-def _finish(writer: EcgStoreWriter, fs: float = 100.0) -> None:
-    writer.finish(dataset="toy", source_version="0", fs=fs, label_sets=LABEL_SETS,
+def _finish(writer: EcgStoreWriter) -> None:
+    writer.finish(dataset="toy", source_version="0", label_sets=LABEL_SETS,
                   provenance={"raw_dir": "nowhere"}, norm_folds=[1, 2])
 
 
@@ -40,7 +40,7 @@ def _signals(n: int, t: int, seed: int = 0) -> list[np.ndarray]:
 def write_small_store(path: Path, n_samples: int = 50) -> list[np.ndarray]:
     sigs = _signals(3, n_samples)
     sigs[1] = sigs[1][:, : n_samples - 20]  # a shorter record
-    with EcgStoreWriter.open(path, capacity=3, n_samples=n_samples) as w:
+    with EcgStoreWriter.open(path, capacity=3, n_samples=n_samples, fs=100) as w:
         for i, s in enumerate(sigs):
             w.append(s, meta={"record_id": f"r{i}", "patient_id": f"p{i // 2}", "fold": i + 1, "age": 40.0 + i,
                               "sex": "MF"[i % 2], "source": "toy"},
@@ -140,7 +140,7 @@ def test_writer_roundtrip_and_padding(small_store):
 def test_writer_exception_leaves_nothing(tmp_path):
     path = tmp_path / "stores" / "toy.zarr"
     with pytest.raises(KeyError, match="boom"):
-        with EcgStoreWriter.open(path, capacity=2, n_samples=20) as w:
+        with EcgStoreWriter.open(path, capacity=2, n_samples=20, fs=100) as w:
             w.append(_signals(1, 20)[0], meta={"record_id": "a"})
             raise KeyError("boom")
     assert not path.exists()
@@ -150,7 +150,7 @@ def test_writer_exception_leaves_nothing(tmp_path):
 def test_writer_without_finish_raises_and_leaves_nothing(tmp_path):
     path = tmp_path / "stores" / "toy.zarr"
     with pytest.raises(RuntimeError, match="finish"):
-        with EcgStoreWriter.open(path, capacity=2, n_samples=20) as w:
+        with EcgStoreWriter.open(path, capacity=2, n_samples=20, fs=100) as w:
             w.append(_signals(1, 20)[0], meta={"record_id": "a"})
     assert not path.exists()
     assert leftovers(path.parent) == []
@@ -159,7 +159,7 @@ def test_writer_without_finish_raises_and_leaves_nothing(tmp_path):
 def test_writer_failure_keeps_previous_store(small_store):
     path, sigs = small_store
     with pytest.raises(RuntimeError):
-        with EcgStoreWriter.open(path, capacity=1, n_samples=10) as w:
+        with EcgStoreWriter.open(path, capacity=1, n_samples=10, fs=100) as w:
             w.append(_signals(1, 10)[0], meta={"record_id": "x"})
             raise RuntimeError("interrupted")
     root = open_store(path)
@@ -170,7 +170,7 @@ def test_writer_failure_keeps_previous_store(small_store):
 def test_writer_replaces_previous_store(small_store):
     path, _ = small_store
     new = _signals(2, 10, seed=9)
-    with EcgStoreWriter.open(path, capacity=2, n_samples=10) as w:
+    with EcgStoreWriter.open(path, capacity=2, n_samples=10, fs=100) as w:
         for i, s in enumerate(new):
             w.append(s, meta={"record_id": f"n{i}", "fold": 1})
         _finish(w)
@@ -182,13 +182,13 @@ def test_writer_replaces_previous_store(small_store):
 
 def test_writer_rejects_bad_shapes_and_empty_stores(tmp_path):
     with pytest.raises(StoreError, match="does not fit"):
-        with EcgStoreWriter.open(tmp_path / "a.zarr", capacity=1, n_samples=10) as w:
+        with EcgStoreWriter.open(tmp_path / "a.zarr", capacity=1, n_samples=10, fs=100) as w:
             w.append(np.zeros((12, 11), np.float32), meta={"record_id": "long"})
     with pytest.raises(StoreError, match="does not fit"):
-        with EcgStoreWriter.open(tmp_path / "b.zarr", capacity=1, n_samples=10) as w:
+        with EcgStoreWriter.open(tmp_path / "b.zarr", capacity=1, n_samples=10, fs=100) as w:
             w.append(np.zeros((11, 10), np.float32), meta={"record_id": "leads"})
     with pytest.raises(StoreError, match="no record"):
-        with EcgStoreWriter.open(tmp_path / "c.zarr", capacity=1, n_samples=10) as w:
+        with EcgStoreWriter.open(tmp_path / "c.zarr", capacity=1, n_samples=10, fs=100) as w:
             _finish(w)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

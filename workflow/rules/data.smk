@@ -38,7 +38,7 @@ rule convert:
         quarantine=f"{DATA}/stores/{{dataset}}_{{fs}}hz.zarr.quarantine.csv",
     input:
         raw=lambda wc: raw_path(wc.dataset),
-        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/store.py"),
+        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/store.py", "data/targets.py"),
     wildcard_constraints:
         dataset=one_of(config["datasets"]),
         fs=r"\d+",

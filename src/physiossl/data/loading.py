@@ -20,7 +20,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset
 
-from .store import open_store
+from .store import StoreError, open_store
 
 
 @dataclass
@@ -152,6 +152,16 @@ class SignalCache:
             raise ValueError("labels are read from a single store, not from a pool")
         arr = self.root[f"labels/{label_set}"]
         return arr[:][self.index].astype(np.float32), list(arr.attrs["classes"])
+
+    def targets(self, name: str) -> np.ndarray:
+        """``targets/<name>`` of the selected records, float32 (n,) (NaN where the store has no value)."""
+        if len(self.parts) > 1:
+            raise ValueError("targets are read from a single store, not from a pool")
+        key = f"targets/{name}"
+        if key not in self.root:
+            have = sorted(self.root["targets"].array_keys()) if "targets" in self.root else []
+            raise StoreError(f"{self.path}: store has no target {name!r} (targets: {', '.join(have) or 'none'})")
+        return np.asarray(self.root[key][:], dtype=np.float32)[self.index]
 
 
 def take_windows(data: np.ndarray, rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:

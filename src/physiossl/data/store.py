@@ -4,15 +4,20 @@ Layout (see DESIGN.md): ``signals`` float32 (N, 12, T) zero-padded at the end, `
 ``meta/<column>`` 1-D arrays, ``labels/<set>`` uint8 (N, K) with attrs ``classes``, ``targets/<name>``
 float32 (N,), and optionally ``xref/<dataset>`` (N,) strings: the record id of the same recording in
 another dataset ('' where there is none), which the leakage guard of pretraining pools uses (CinC 2020's
-PTB-XL subset → PTB-XL ``ecg_id``). Signals are chunked per block of records and sharded so that a store of tens of thousands
-of records has tens of files. Stores are written to a temporary sibling directory and renamed into place,
-so a killed conversion never leaves a store that looks complete.
+PTB-XL subset → PTB-XL ``ecg_id``). ``targets/heart_rate`` (bpm, NaN where detection is unreliable) is
+derived from every record's signal by the writer (:mod:`physiossl.data.targets`); the root attribute
+``targets`` gives its units, method, number of valid values and the count of each NaN reason. Signals are
+chunked per block of records and sharded so that a store of tens of thousands of records has tens of files.
+Stores are written to a temporary sibling directory and renamed into place, so a killed conversion never
+leaves a store that looks complete.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,11 +29,14 @@ import zarr
 from .. import __version__
 from .files import atomic_dir, replace_path, tmp_sibling
 
+log = logging.getLogger(__name__)
+
 ECG_SCHEMA = "physiossl.ecg/1"
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 META_COLUMNS = {"record_id": str, "patient_id": str, "fold": "int8", "age": "float32", "sex": str, "source": str}
 CHUNK_RECORDS = 64      # records per chunk: the unit of a block read
 SHARD_RECORDS = 1024    # records per shard file: the unit of a writer
+DERIVED_TARGETS = ("heart_rate",)   # computed by the writer from the signals; a source may not pass them
 
 warnings.filterwarnings("ignore", message=".*StringDType.*", category=UserWarning)
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
@@ -58,12 +66,15 @@ class EcgStoreWriter:
     """Append records one by one; signals go to disk shard by shard, metadata is written at the end.
 
     Use :meth:`open` as a context manager: the store only appears at ``path`` when the block finishes
-    without an exception and :meth:`finish` was called.
+    without an exception and :meth:`finish` was called. The writer derives ``targets/heart_rate`` from each
+    record as it is appended (:func:`physiossl.data.targets.heart_rate`), at the sampling rate ``fs`` given
+    to :meth:`open`, which is also the store's ``fs`` attribute.
     """
 
-    def __init__(self, root: zarr.Group, capacity: int, n_samples: int):
+    def __init__(self, root: zarr.Group, capacity: int, n_samples: int, fs: float):
         self.root = root
         self.n_samples = n_samples
+        self.fs = _positive_fs(fs)
         self.signals = root.create_array(
             "signals", shape=(capacity, len(LEADS), n_samples), dtype="float32",
             chunks=(CHUNK_RECORDS, len(LEADS), n_samples),
@@ -77,6 +88,8 @@ class EcgStoreWriter:
         self.labels: dict[str, list[list[str]]] = {}
         self.targets: dict[str, list[float]] = {}
         self.xrefs: dict[str, list[str]] = {}
+        self.heart_rates: list[float] = []
+        self.heart_rate_reasons: Counter[str] = Counter()
         self._sum = np.zeros(len(LEADS))
         self._sumsq = np.zeros(len(LEADS))
         self._count = 0
@@ -84,10 +97,11 @@ class EcgStoreWriter:
 
     @classmethod
     @contextmanager
-    def open(cls, path: Path, capacity: int, n_samples: int) -> Iterator["EcgStoreWriter"]:
+    def open(cls, path: Path, capacity: int, n_samples: int, fs: float) -> Iterator["EcgStoreWriter"]:
+        """A writer for at most ``capacity`` records of at most ``n_samples`` samples at ``fs`` Hz."""
         with atomic_dir(Path(path)) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            writer = cls(root, max(capacity, 1), n_samples)
+            writer = cls(root, max(capacity, 1), n_samples, fs)
             yield writer
             if not writer.finished:
                 raise RuntimeError(f"{path}: EcgStoreWriter.finish() was not called")
@@ -98,9 +112,17 @@ class EcgStoreWriter:
 
     def append(self, signal: np.ndarray, meta: dict, labels: dict[str, list[str]] | None = None,
                targets: dict[str, float] | None = None, norm: bool = True, xref: dict[str, str] | None = None) -> None:
-        """Add one record: ``signal`` (12, t) float32 in mV, canonical lead order, t <= n_samples."""
+        """Add one record: ``signal`` (12, t) float32 in mV, canonical lead order, t <= n_samples.
+
+        ``targets`` are the source's own per-record values; the derived ones (:data:`DERIVED_TARGETS`) are
+        computed here and may not be passed.
+        """
         if signal.shape[0] != len(LEADS) or signal.shape[1] > self.n_samples:
             raise StoreError(f"record {meta.get('record_id')}: signal shape {signal.shape} does not fit (12, <= {self.n_samples})")
+        derived = sorted(set(targets or {}) & set(DERIVED_TARGETS))
+        if derived:
+            raise StoreError(f"record {meta.get('record_id')}: targets {derived} are derived from the signal by the "
+                             f"store writer; a source cannot pass them (store the source's value under another name)")
         t = signal.shape[1]
         self._buffer[self._buffered].fill(0.0)
         self._buffer[self._buffered, :, :t] = signal
@@ -121,6 +143,7 @@ class EcgStoreWriter:
             if name not in self.xrefs:
                 self.xrefs[name] = [""] * (self.n_records - 1)
             self.xrefs[name].append(str(value))
+        self.heart_rates.append(self._heart_rate(signal))
         if norm:
             x = signal.astype(np.float64)
             self._sum += x.sum(axis=1)
@@ -129,14 +152,25 @@ class EcgStoreWriter:
         if self._buffered == SHARD_RECORDS:
             self._flush()
 
+    def _heart_rate(self, signal: np.ndarray) -> float:
+        from .targets import heart_rate  # targets.py imports this module's LEADS
+
+        value, reason = heart_rate(signal, self.fs)
+        if reason is not None:
+            self.heart_rate_reasons[reason] += 1
+        return value
+
     def _flush(self) -> None:
         if self._buffered:
             self.signals[self._written:self._written + self._buffered] = self._buffer[: self._buffered]
             self._written += self._buffered
             self._buffered = 0
 
-    def finish(self, *, dataset: str, source_version: str, fs: float, label_sets: dict[str, Sequence[str]],
-               provenance: dict, norm_folds: Sequence[int], extra_attrs: dict | None = None) -> None:
+    def finish(self, *, dataset: str, source_version: str, label_sets: dict[str, Sequence[str]], provenance: dict,
+               norm_folds: Sequence[int], extra_attrs: dict | None = None) -> None:
+        """Write lengths, metadata, labels, targets and attrs."""
+        from .targets import HEART_RATE_METHOD
+
         self._flush()
         n = self.n_records
         if n == 0:
@@ -165,9 +199,13 @@ class EcgStoreWriter:
             arr = root.create_array(f"labels/{name}", shape=hot.shape, dtype="uint8", chunks=hot.shape)
             arr[:] = hot
             arr.attrs["classes"] = list(classes)
-        for name, values in self.targets.items():
+        for name, values in {**self.targets, "heart_rate": self.heart_rates}.items():
             values = values + [np.nan] * (n - len(values))
             root.create_array(f"targets/{name}", shape=(n,), dtype="float32", chunks=(n,))[:] = np.asarray(values, np.float32)
+        n_valid = int(np.isfinite(self.heart_rates).sum())
+        reasons = dict(sorted(self.heart_rate_reasons.items()))
+        log.info("%s: heart_rate derived for %d of %d records; NaN: %s", dataset, n_valid, n,
+                 ", ".join(f"{k} {v}" for k, v in reasons.items()) or "none")
         for name, values in self.xrefs.items():
             values = values + [""] * (n - len(values))
             root.create_array(f"xref/{name}", shape=(n,), dtype=str, chunks=(n,))[:] = np.array(values, dtype=str)
@@ -177,7 +215,7 @@ class EcgStoreWriter:
             "schema": ECG_SCHEMA,
             "dataset": dataset,
             "source_version": source_version,
-            "fs": float(fs),
+            "fs": self.fs,
             "leads": list(LEADS),
             "units": "mV",
             "n_records": n,
@@ -187,9 +225,18 @@ class EcgStoreWriter:
             "provenance": provenance,
             "created_with": f"physiossl {__version__}",
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "targets": {"heart_rate": {"units": "bpm", "method": HEART_RATE_METHOD, "n_valid": n_valid,
+                                       "nan_reasons": reasons}},
             **(extra_attrs or {}),
         })
         self.finished = True
+
+
+def _positive_fs(fs: float) -> float:
+    fs = float(fs)
+    if not fs > 0:
+        raise StoreError(f"sampling rate must be positive, got {fs}")
+    return fs
 
 
 REQUIRED_ATTRS = ("schema", "dataset", "source_version", "fs", "leads", "units", "n_records", "label_sets",

@@ -39,9 +39,10 @@ Both releases: meta ``record_id`` = ``patient_id`` = the file name (neither rele
 so a patient with several ECGs may fall into several folds); ``source`` = ``chapman``. Folds 1..10 come from
 iterative multi-label stratification (Sechidis et al. 2011) on the ``all`` labels, seeded, over the records
 sorted by name: a record's fold does not depend on row order or on which signal files are damaged.
-Targets (figshare only): ``heart_rate`` (VentricularRate, bpm), ``atrial_rate``, ``qrs_duration_ms``,
+Targets (figshare only): ``ventricular_rate`` (VentricularRate, bpm), ``atrial_rate``, ``qrs_duration_ms``,
 ``qt_interval_ms``, ``qtc_ms``, ``r_axis_deg``, ``t_axis_deg`` from ``Diagnostics.xlsx`` (the machine's
-measurements, not a reference standard).
+measurements, not a reference standard). ``heart_rate``, like in every store, is derived from the signal by
+the store writer (:mod:`physiossl.data.targets`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ REQUIRED_COLUMNS = ("FileName", "Rhythm", "Beat", "PatientAge", "Gender")
 DIAGNOSTICS_COLUMNS = ("FileName", "Rhythm", "Beat", "PatientAge", "Gender", "VentricularRate", "AtrialRate",
                        "QRSDuration", "QTInterval", "QTCorrected", "RAxis", "TAxis", "QRSCount", "QOnset",
                        "QOffset", "TOffset")
-TARGETS = {"heart_rate": "VentricularRate", "atrial_rate": "AtrialRate", "qrs_duration_ms": "QRSDuration",
+TARGETS = {"ventricular_rate": "VentricularRate", "atrial_rate": "AtrialRate", "qrs_duration_ms": "QRSDuration",
            "qt_interval_ms": "QTInterval", "qtc_ms": "QTCorrected", "r_axis_deg": "RAxis", "t_axis_deg": "TAxis"}
 #: Diagnostics.xlsx code → name-table code where the two files disagree.
 RHYTHM_ALIASES = {"SA": "SI"}
@@ -560,7 +561,7 @@ def _write(candidates: list[_Candidate], raw_dir: Path, out: Path, fs: int, labe
     n_samples = int(math.ceil(10 * fs))
     norm_folds = set(int(f) for f in norm_folds)
     quarantine: list[tuple[str, str]] = []
-    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples) as writer:
+    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs) as writer:
         for cand in tqdm(candidates, desc=f"chapman → {out.name}", unit="rec", disable=not progress):
             try:
                 if cand.error:
@@ -582,7 +583,7 @@ def _write(candidates: list[_Candidate], raw_dir: Path, out: Path, fs: int, labe
             writer.append(signal, meta=cand.meta, labels=cand.labels, targets=cand.targets,
                           norm=cand.meta["fold"] in norm_folds)
         settle_quarantine(raw_dir, out, quarantine, len(candidates), max_quarantine_fraction)
-        writer.finish(dataset=NAME, source_version=version, fs=fs, label_sets=label_sets, provenance=provenance,
+        writer.finish(dataset=NAME, source_version=version, label_sets=label_sets, provenance=provenance,
                       norm_folds=sorted(norm_folds))
     summary = {"records": writer.n_records, "quarantined": len(quarantine), "fs": fs, "store": str(out)}
     log.info("converted %s", summary)

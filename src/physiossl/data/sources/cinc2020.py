@@ -339,7 +339,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     unknown: set[str] = set()
     sources: dict[str, int] = {}
     norm_folds = set(int(f) for f in norm_folds)
-    with EcgStoreWriter.open(out, capacity=len(headers), n_samples=n_samples) as writer:
+    with EcgStoreWriter.open(out, capacity=len(headers), n_samples=n_samples, fs=fs) as writer:
         for hea in tqdm(headers, desc=f"cinc2020 → {out.name}", unit="rec", disable=not progress):
             key = hea.relative_to(raw_dir).with_suffix("").as_posix()
             try:
@@ -396,7 +396,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
             "unknown_codes_policy": "kept" if allow_unknown_codes else "quarantined",
         }
         writer.finish(
-            dataset=NAME, source_version=SOURCE_VERSION, fs=fs, label_sets=label_sets, provenance=provenance,
+            dataset=NAME, source_version=SOURCE_VERSION, label_sets=label_sets, provenance=provenance,
             norm_folds=sorted(norm_folds),
             extra_attrs={
                 "max_seconds": float(max_seconds),

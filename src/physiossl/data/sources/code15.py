@@ -845,7 +845,7 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, ex
     norm_folds = set(int(f) for f in norm_folds)
     n_padded = 0
     prepare = {"factor": decision["factor"], "ratio": ratio, "min_samples": min_samples, "max_abs_mv": max_abs_mv}
-    with EcgStoreWriter.open(out, capacity=n_planned, n_samples=n_samples) as writer:
+    with EcgStoreWriter.open(out, capacity=n_planned, n_samples=n_samples, fs=fs) as writer:
         bar = tqdm(total=n_planned, desc=f"code15 → {out.name}", unit="rec", disable=not progress)
         for name, rows_of in plan.items():
             for row, result in iter_hdf5_records(part_files[name], rows_of, block_rows=block_rows, **prepare):
@@ -877,7 +877,7 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, ex
             "exams_out_of_scope": n_out_of_scope,
         }
         writer.finish(
-            dataset=NAME, source_version=SOURCE_VERSION, fs=fs, label_sets={"all": list(CLASSES)},
+            dataset=NAME, source_version=SOURCE_VERSION, label_sets={"all": list(CLASSES)},
             provenance=provenance, norm_folds=sorted(norm_folds),
             extra_attrs={"amplitude_unit": decision, "native_fs": NATIVE_FS, "lead_check": lead_check,
                          "n_padded": n_padded, "store_order": "HDF5 order: parts by number, rows in file order"},

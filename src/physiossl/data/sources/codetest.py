@@ -227,7 +227,7 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5
     norm_folds = set(int(f) for f in norm_folds)
     ages, sexes = attributes["age"].tolist(), attributes["sex"].tolist()
     n_padded = 0
-    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples) as writer:
+    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs) as writer:
         for row, result in tqdm(iter_hdf5_records(h5_path, candidates, block_rows=block_rows, **prepare),
                                 total=len(candidates), desc=f"codetest → {out.name}", unit="rec",
                                 disable=not progress):
@@ -259,7 +259,7 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5
             "label_sets": {"all": GOLD, **{name: p.name for name, (p, _) in extras.items()}},
         }
         writer.finish(
-            dataset=NAME, source_version=SOURCE_VERSION, fs=fs,
+            dataset=NAME, source_version=SOURCE_VERSION,
             label_sets={"all": list(CLASSES), **{name: list(CLASSES) for name in extras}},
             provenance=provenance, norm_folds=sorted(norm_folds),
             extra_attrs={"amplitude_unit": decision, "native_fs": NATIVE_FS, "lead_check": lead_check,

@@ -222,7 +222,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     quarantine: list[tuple[str, str]] = []
     seen: set[str] = set()
     norm_folds = set(int(f) for f in norm_folds)
-    with EcgStoreWriter.open(out, capacity=len(db), n_samples=n_samples) as writer:
+    with EcgStoreWriter.open(out, capacity=len(db), n_samples=n_samples, fs=fs) as writer:
         for row in tqdm(db.itertuples(index=False), total=len(db), desc=f"ptbxl → {out.name}", unit="rec", disable=not progress):
             rid = str(row.ecg_id)
             try:
@@ -252,7 +252,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
             )
         settle_quarantine(raw_dir, out, quarantine, len(db), max_quarantine_fraction)
         writer.finish(
-            dataset=NAME, source_version=SOURCE_VERSION, fs=fs, label_sets=label_sets,
+            dataset=NAME, source_version=SOURCE_VERSION, label_sets=label_sets,
             provenance=_provenance(raw_dir, column, resample is not None, native, fs),
             norm_folds=sorted(norm_folds),
         )

@@ -1,0 +1,304 @@
+"""Heart rate derived from the signal: the rule of physiossl.data.targets on synthetic and real records, the
+store writer's targets/heart_rate and its attrs, and SignalCache.targets."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.signal import butter, decimate, filtfilt, find_peaks
+
+from physiossl.data import synth, targets
+from physiossl.data.loading import SignalCache
+from physiossl.data.sources import chapman, ptbxl
+from physiossl.data.store import EcgStoreWriter, StoreError, open_store, read_labels, read_meta
+from physiossl.data.targets import HEART_RATE_METHOD, REASONS, heart_rate
+
+from helpers import wfdb_canonical
+
+CHAPMAN_RECORD = "MUSE_20180111_155115_19000"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def synthetic(rhythm: str, rate: float, rng: np.random.Generator, fs: int) -> np.ndarray:
+    """One synth.py record (artifacts included) of ``rhythm`` at ``rate`` bpm, at ``fs`` Hz (from 500 Hz)."""
+    x = synth.synthesize(synth.EcgSpec(rhythm, (), rate), rng, fs=synth.FS)
+    return x if fs == synth.FS else decimate(x, synth.FS // fs, axis=1, zero_phase=True).astype(np.float32)
+
+
+def spikes(times, fs: int = 100, seconds: float = 10.0, noise: float = 0.0) -> np.ndarray:
+    """Clean QRS-like complexes (R, S, T) at ``times`` (s) in all 12 leads with different gains."""
+    t = np.arange(int(seconds * fs)) / fs
+    x = np.zeros_like(t)
+    for c in times:
+        x += (np.exp(-0.5 * ((t - c) / 0.012) ** 2) - 0.3 * np.exp(-0.5 * ((t - c - 0.03) / 0.012) ** 2)
+              + 0.25 * np.exp(-0.5 * ((t - c - 0.3) / 0.05) ** 2))
+    x = np.tile(x, (12, 1)) * np.linspace(0.5, 1.5, 12)[:, None]
+    return (x + np.random.default_rng(0).normal(0, noise, x.shape)).astype(np.float32)
+
+
+def reference_rate(x: np.ndarray, fs: float, lead: int = 10) -> float:
+    """An independent reference for clean records: peaks of the band-passed |V5| above 40 % of its maximum."""
+    b, a = butter(2, [5, 30], btype="band", fs=fs)
+    y = np.abs(filtfilt(b, a, x[lead]))
+    peaks, _ = find_peaks(y, height=0.4 * y.max(), distance=int(0.3 * fs))
+    return 60.0 / float(np.mean(np.diff(peaks) / fs))
+
+
+def check_attrs(root) -> dict:
+    """targets/heart_rate is float32 (N,) and the attrs count every record once; returns the attrs entry."""
+    n = root.attrs["n_records"]
+    hr = root["targets/heart_rate"][:]
+    assert hr.dtype == np.float32 and hr.shape == (n,)
+    entry = root.attrs["targets"]["heart_rate"]
+    assert entry["units"] == "bpm" and entry["method"] == HEART_RATE_METHOD
+    assert entry["n_valid"] == int(np.isfinite(hr).sum())
+    assert set(entry["nan_reasons"]) <= set(REASONS)
+    assert entry["n_valid"] + sum(entry["nan_reasons"].values()) == n
+    return entry
+
+
+# --------------------------------------------------------------------------------------------- the rule
+@pytest.mark.parametrize("fs", [100, 500])
+@pytest.mark.parametrize("rhythm", ["SR", "SBRAD", "STACH"])
+def test_regular_rhythms_within_3_bpm(rhythm, fs):
+    """8 records per rhythm (synth.py, artifacts included): at least 7 within 3 bpm of the spec rate, none off
+    by more than 10 %."""
+    rng = np.random.default_rng(100 + fs + len(rhythm))
+    lo, hi = synth._RATE[rhythm]
+    errors = []
+    for _ in range(8):
+        rate = float(rng.uniform(lo, hi))
+        value, reason = heart_rate(synthetic(rhythm, rate, rng, fs), fs)
+        assert (reason is None) == np.isfinite(value)
+        errors.append(abs(value - rate))
+        if np.isfinite(value):
+            assert abs(value - rate) <= 0.1 * rate, (rhythm, fs, rate, value)
+    errors = np.asarray(errors)
+    assert (errors <= 3.0).sum() >= 7, (rhythm, fs, errors)
+
+
+def test_same_record_at_100_and_500_hz():
+    rng = np.random.default_rng(3)
+    x500 = synthetic("SR", 72.0, rng, 500)
+    x100 = decimate(x500, 5, axis=1, zero_phase=True).astype(np.float32)
+    a, b = heart_rate(x500, 500)[0], heart_rate(x100, 100)[0]
+    assert abs(a - 72.0) <= 3 and abs(a - b) <= 1.0
+
+
+@pytest.mark.parametrize("signal, fs, reason", [
+    (np.zeros((12, 1000), np.float32), 100, "flat signal"),
+    (np.full((12, 5000), 0.25, np.float32), 500, "flat signal"),
+    (np.random.default_rng(0).normal(0, 1e-4, (12, 1000)).astype(np.float32), 100, "flat signal"),
+    (np.random.default_rng(1).normal(0, 0.1, (12, 1000)).astype(np.float32), 100, "leads disagree"),
+    (np.random.default_rng(2).normal(0, 0.5, (12, 5000)).astype(np.float32), 500, "leads disagree"),
+    (spikes(np.arange(0.5, 3.0, 0.8), seconds=3.0), 100, "too short"),
+    (spikes([3.0, 7.0]), 100, "too few beats"),
+    (spikes([0.8, 4.3, 7.8]), 100, "rate out of range"),   # 17 bpm
+], ids=["zeros", "constant", "microvolt-noise", "noise-100hz", "noise-500hz", "3-seconds", "two-beats",
+        "17-bpm"])
+def test_unreliable_records_are_nan_with_reason(signal, fs, reason, capsys):
+    value, why = heart_rate(signal, fs)
+    assert np.isnan(value) and why == reason
+    assert capsys.readouterr() == ("", "")   # wfdb's prints are swallowed
+
+
+def test_noise_never_gives_a_rate():
+    rng = np.random.default_rng(4)
+    for scale in (0.02, 0.2, 2.0):
+        for fs in (100, 500):
+            value, why = heart_rate(rng.normal(0, scale, (12, 10 * fs)).astype(np.float32), fs)
+            assert np.isnan(value) and why == "leads disagree", (scale, fs, value)
+
+
+def test_clean_complexes_give_their_rate():
+    assert heart_rate(spikes(np.arange(0.5, 10, 1.0)), 100) == (pytest.approx(60.0), None)
+    assert heart_rate(spikes(np.arange(0.1, 10, 0.24), noise=0.01), 100)[0] == pytest.approx(250.0, abs=1.0)
+
+
+def test_non_finite_and_bad_shapes():
+    x = spikes(np.arange(0.5, 10, 1.0))
+    x[targets.LEADS.index("V5"), 10] = np.nan
+    assert heart_rate(x, 100)[1] == "non-finite signal"
+    with pytest.raises(ValueError, match="12"):
+        heart_rate(np.zeros((11, 1000)), 100)
+    with pytest.raises(ValueError, match="positive"):
+        heart_rate(np.zeros((12, 1000)), 0)
+
+
+def test_leads_that_disagree_give_nan():
+    """II, V5 and V2 taken from three records at 55, 90 and 135 bpm."""
+    rng = np.random.default_rng(5)
+    parts = {lead: synthetic(rhythm, rate, rng, 100)
+             for lead, rhythm, rate in (("II", "SBRAD", 55.0), ("V5", "SR", 90.0), ("V2", "STACH", 135.0))}
+    x = parts["II"].copy()
+    for lead, part in parts.items():
+        x[targets.LEADS.index(lead)] = part[targets.LEADS.index(lead)]
+    assert np.isnan(heart_rate(x, 100)[0]) and heart_rate(x, 100)[1] == "leads disagree"
+    # one lead off: the other two agree and give the rate
+    y = parts["V5"].copy()
+    y[targets.LEADS.index("II")] = parts["II"][targets.LEADS.index("II")]
+    value, why = heart_rate(y, 100)
+    assert why is None and abs(value - 90.0) <= 3
+
+
+def test_a_flat_lead_is_skipped():
+    rng = np.random.default_rng(6)
+    x = synthetic("SR", 80.0, rng, 100)
+    x[targets.LEADS.index("II")] = 0.0
+    value, why = heart_rate(x, 100)
+    assert why is None and abs(value - 80.0) <= 3
+    x[targets.LEADS.index("V5")] = 0.0
+    assert heart_rate(x, 100)[1] == "flat signal"
+
+
+def test_double_detections_are_dropped():
+    t = np.array([0.5, 1.5, 1.7, 2.5, 3.5, 4.5, 4.6, 5.5])
+    assert targets._drop_short_intervals(t).tolist() == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5]
+    regular = np.arange(0.5, 10, 0.8)
+    assert targets._drop_short_intervals(regular).tolist() == regular.tolist()
+
+
+# --------------------------------------------------------------------------------------------- real records
+@pytest.fixture(scope="module")
+def ptbxl_stores(fixtures, tmp_path_factory) -> dict[int, Path]:
+    out = tmp_path_factory.mktemp("ptbxl_hr")
+    stores = {}
+    for fs in (100, 500):
+        stores[fs] = out / f"ptbxl_{fs}hz.zarr"
+        ptbxl.convert(fixtures / "ptbxl", stores[fs], fs=fs, progress=False)
+    return stores
+
+
+def test_real_ptbxl_records(ptbxl_stores, fixtures):
+    """The three genuine PTB-XL records (SR, SBRAD, SR) through the conversion, at 100 and 500 Hz: within 1 bpm
+    of an independent peak count of V5 and of each other, and in the range of their rhythm statements."""
+    values = {}
+    for fs, store in ptbxl_stores.items():
+        root = open_store(store)
+        check_attrs(root)
+        assert root.attrs["targets"]["heart_rate"]["n_valid"] == 3
+        hr = root["targets/heart_rate"][:]
+        rhythm, classes = read_labels(root, "rhythm")
+        folder, suffix = ("records100", "lr") if fs == 100 else ("records500", "hr")
+        for i, rid in enumerate(read_meta(root)["record_id"]):
+            x = wfdb_canonical(fixtures / "ptbxl" / folder / "00000" / f"{int(rid):05d}_{suffix}")
+            assert abs(hr[i] - reference_rate(x, fs)) <= 1.0, (rid, fs, hr[i])
+            statement = classes[int(np.argmax(rhythm[i]))]
+            assert {"SBRAD": hr[i] < 60, "SR": 60 <= hr[i] <= 100}[statement], (rid, statement, hr[i])
+        values[fs] = hr
+    np.testing.assert_allclose(values[100], values[500], atol=1.0)
+
+
+@pytest.fixture(scope="module")
+def chapman_real(fixtures, tmp_path_factory) -> tuple[Path, float]:
+    """The genuine Chapman CSV with its Diagnostics.xlsx row and the name tables; its VentricularRate."""
+    src = fixtures / "chapman"
+    raw = tmp_path_factory.mktemp("chapman_hr") / "raw"
+    (raw / "ECGDataDenoised").mkdir(parents=True)
+    csv = f"ECGDataDenoised/{CHAPMAN_RECORD}.csv"
+    shutil.copyfile(src / csv, raw / csv)
+    diag = pd.read_excel(src / "Diagnostics.xlsx")
+    row = diag[diag.FileName == CHAPMAN_RECORD]
+    row.to_excel(raw / "Diagnostics.xlsx", index=False)
+    for name in ("RhythmNames.xlsx", "ConditionNames.xlsx"):
+        shutil.copyfile(src / name, raw / name)
+    return raw, float(row.VentricularRate.iloc[0])
+
+
+@pytest.mark.parametrize("fs", [100, 500])
+def test_real_chapman_record_matches_its_ventricular_rate(chapman_real, fs, tmp_path):
+    raw, ventricular_rate = chapman_real
+    assert ventricular_rate == 126.0
+    out = tmp_path / f"chapman_{fs}hz.zarr"
+    chapman.convert(raw, out, fs=fs, progress=False)
+    root = open_store(out)
+    check_attrs(root)
+    assert root["targets/ventricular_rate"][:].tolist() == [ventricular_rate]
+    assert abs(float(root["targets/heart_rate"][0]) - ventricular_rate) <= 3.0
+
+
+# --------------------------------------------------------------------------------------------- stores
+def test_demo_store_has_heart_rate(demo_store):
+    root = open_store(demo_store)
+    entry = check_attrs(root)
+    n = root.attrs["n_records"]
+    assert entry["n_valid"] >= 0.9 * n
+    hr = root["targets/heart_rate"][:]
+    rhythm, classes = read_labels(root, "rhythm")
+    median = {c: np.nanmedian(hr[rhythm[:, k] == 1]) for k, c in enumerate(classes) if rhythm[:, k].any()}
+    assert median["SBRAD"] < 60 < median["SR"] < 100 < median["STACH"]
+
+
+def test_signal_cache_targets(demo_store):
+    root = open_store(demo_store)
+    hr = root["targets/heart_rate"][:]
+    folds = root["meta/fold"][:]
+    cache = SignalCache(demo_store, folds=[1, 2])
+    values = cache.targets("heart_rate")
+    assert values.dtype == np.float32 and values.shape == (len(cache),)
+    np.testing.assert_array_equal(values, hr[np.isin(folds, [1, 2])])
+    rows = np.array([2, 0, 5])
+    np.testing.assert_array_equal(cache.subset(rows).targets("heart_rate"), values[rows])
+    with pytest.raises(StoreError, match="no target 'qt_interval'") as info:
+        cache.targets("qt_interval")
+    assert str(demo_store) in str(info.value) and "heart_rate" in str(info.value)
+    with pytest.raises(ValueError, match="pool"):
+        SignalCache([demo_store, demo_store], folds=[1]).targets("heart_rate")
+
+
+def _append_demo(writer, n: int, seed: int = 7, fs: int = 100) -> list[float]:
+    rng = np.random.default_rng(seed)
+    rates = []
+    for i in range(n):
+        rate = float(rng.uniform(55, 110))
+        writer.append(synthetic("SR", rate, rng, fs), meta={"record_id": f"r{i}", "fold": i % 10 + 1},
+                      targets={"other": float(i)})
+        rates.append(rate)
+    return rates
+
+
+def _finish(writer) -> None:
+    writer.finish(dataset="toy", source_version="0", label_sets={}, provenance={}, norm_folds=[1])
+
+
+def test_writer_derives_heart_rate(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="physiossl.data.store"):
+        with EcgStoreWriter.open(tmp_path / "a.zarr", capacity=4, n_samples=1000, fs=100) as w:
+            rates = _append_demo(w, 4)
+            _finish(w)
+    assert "heart_rate derived for" in caplog.text
+    a = open_store(tmp_path / "a.zarr")
+    assert a.attrs["fs"] == 100.0
+    np.testing.assert_allclose(a["targets/heart_rate"][:], rates, atol=3.0)
+    assert a["targets/other"][:].tolist() == [0.0, 1.0, 2.0, 3.0]
+    check_attrs(a)
+
+
+def test_writer_errors(tmp_path):
+    with pytest.raises(StoreError, match="positive"):
+        with EcgStoreWriter.open(tmp_path / "a.zarr", capacity=1, n_samples=1000, fs=0):
+            pass
+    with pytest.raises(StoreError, match="derived from the signal"):
+        with EcgStoreWriter.open(tmp_path / "c.zarr", capacity=1, n_samples=1000, fs=100) as w:
+            w.append(np.zeros((12, 1000), np.float32), meta={"record_id": "x"}, targets={"heart_rate": 60.0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_writer_counts_reasons(tmp_path):
+    with EcgStoreWriter.open(tmp_path / "s.zarr", capacity=4, n_samples=1000, fs=100) as w:
+        w.append(spikes(np.arange(0.5, 10, 1.0)), meta={"record_id": "ok"})
+        w.append(np.zeros((12, 1000), np.float32), meta={"record_id": "flat"})
+        w.append(spikes([0.5, 1.5], seconds=2.5), meta={"record_id": "short"})
+        w.append(np.random.default_rng(0).normal(0, 0.2, (12, 1000)).astype(np.float32), meta={"record_id": "noise"})
+        _finish(w)
+    root = open_store(tmp_path / "s.zarr")
+    entry = check_attrs(root)
+    assert entry["n_valid"] == 1
+    assert entry["nan_reasons"] == {"flat signal": 1, "leads disagree": 1, "too short": 1}
+    hr = root["targets/heart_rate"][:]
+    assert hr[0] == pytest.approx(60.0) and np.isnan(hr[1:]).all()
