@@ -36,6 +36,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/periodic.smk"
 include: "workflow/rules/report.smk"
 
 

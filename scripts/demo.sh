@@ -18,5 +18,6 @@ done
 results=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['paths']['results'])" "$config")
 if [ "$dry_run" = false ] && [ -f "$results/report/table.md" ]; then
     cat "$results/report/table.md"
+    [ -f "$results/report/periodic.md" ] && { echo; cat "$results/report/periodic.md"; }
     echo "figures and CSV tables: $results/report/"
 fi

@@ -21,7 +21,9 @@ from physiossl.methods._common import cosine_momentum
 from physiossl.methods.moco_v2 import shuffled_chunks
 from physiossl.models import build_encoder
 from physiossl.models.cpc import CPCEncoder
+from physiossl.stages.pretrain import method_encoder
 
+# the methods with invariance or predictive objectives on crops; SimPer (periodic targets) is tested in test_simper.py
 METHODS = ["apc", "barlow_twins", "byol", "cpc", "moco_v2", "moco_v3", "mpc", "simclr", "simsiam", "swav"]
 AUGMENT = [{"random_resized_crop": {"scale": [0.5, 1.0]}}, {"timeout": {"area": [0.2, 0.4]}}]
 BASE = {"lr": 1.0e-3, "weight_decay": 1.0e-6, "warmup_epochs": 0}
@@ -41,8 +43,9 @@ SMALL = {
 CPC_ONLY = {"cpc", "apc"}
 
 REPO = Path(__file__).resolve().parents[1]
-# the method blocks of the shipped paper grid and CPU demo grid
-GRIDS = {name: REPO / "config" / f"{name}.yaml" for name in ("paper_ecg", "demo_methods")}
+# the method blocks of the shipped paper grid and CPU demo grids, and the methods each of them configures
+GRIDS = {"paper_ecg": sorted(METHODS + ["simper"]), "demo_methods": METHODS,
+         "demo_periodic": ["byol", "cpc", "simclr", "simper"]}
 
 
 def small_config(name: str, **changes) -> dict:
@@ -80,8 +83,8 @@ def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 # --------------------------------------------------------------------------------------------- registry, encoders
-def test_registry_lists_the_ten_methods():
-    assert available() == METHODS
+def test_registry_lists_every_method():
+    assert available() == sorted(METHODS + ["simper"])
     with pytest.raises(KeyError, match="simclr"):
         get_method("nope")
 
@@ -333,13 +336,15 @@ def test_cpc_and_apc_need_the_cpc_encoder(name):
 # --------------------------------------------------------------------------------------------- config validation
 @pytest.mark.parametrize("grid", sorted(GRIDS))
 def test_paper_and_demo_configs_validate_and_build(grid):
-    configs = yaml.safe_load(GRIDS[grid].read_text())["pretrain"]["methods"]
-    assert sorted(configs) == METHODS
+    pretrain = yaml.safe_load((REPO / "config" / f"{grid}.yaml").read_text())["pretrain"]
+    configs = pretrain["methods"]
+    assert sorted(configs) == GRIDS[grid]
     for name, cfg in configs.items():
         assert validate_method_config(name, cfg, f"pretrain.methods.{name}", encoder="xresnet1d50") == []
-    for name in ("cpc", "swav"):
+    for name in {"cpc", "swav", "simper"} & set(configs):
         cfg = configs[name]
-        get_method(name)(cfg=cfg, encoder=cfg.get("encoder", "xresnet1d50"), encoder_args=cfg.get("encoder_args"))
+        encoder, encoder_args = method_encoder(pretrain, cfg)
+        get_method(name)(cfg=cfg, encoder=encoder, encoder_args=encoder_args)
 
 
 def test_method_defaults_fill_the_config():
@@ -378,7 +383,7 @@ def test_validate_method_config_types_and_unknown_method():
     assert any(p.startswith(f"config key '{key}.encoder'") for p in problems)
     assert validate_method_config("swav", {**small_config("swav"), "augment": {"timeout": [0.2, 0.4]}}, key)
     assert validate_method_config("nope", {}, "pretrain.methods.nope") == [
-        f"config key 'pretrain.methods.nope': unknown method 'nope' (available: {METHODS})"]
+        f"config key 'pretrain.methods.nope': unknown method 'nope' (available: {sorted(METHODS + ['simper'])})"]
 
 
 # --------------------------------------------------------------------------------------------- a real Lightning fit

@@ -38,6 +38,29 @@ def test_build_encoder():
         build_encoder("resnet9000")
 
 
+@pytest.mark.parametrize("factory", [xresnet1d50, xresnet1d101])
+@pytest.mark.parametrize("strides,total",
+                         [((1, 2, 2, 2), 32), ([1, 2, 1, 1], 8), ([1, 1, 1, 1], 4), ([2, 3, 1, 1], 24)])
+def test_xresnet_stage_strides(factory, strides, total):
+    torch.manual_seed(0)
+    model = factory(stage_strides=strides)
+    default = factory()
+    assert model.stride == total and default.stride == 32 and default.stage_strides == (1, 2, 2, 2)
+    # the strides change no parameter, only the length of the feature map
+    assert [p.shape for p in model.parameters()] == [p.shape for p in default.parameters()]
+    for t in (250, 400, 1000, 333):
+        assert model.features(torch.randn(2, 12, t)).shape == (2, 256, math.ceil(t / total))
+    assert model(torch.randn(2, 12, 250)).shape == (2, 512)
+
+
+def test_xresnet_stage_strides_from_config_and_errors():
+    encoder = build_encoder("xresnet1d50", stage_strides=[1, 2, 1, 1])
+    assert encoder.stride == 8 and encoder.features(torch.randn(1, 12, 400)).shape[-1] == 50
+    for bad in ([1, 2, 2], [1, 2, 0, 2], [1, 2.0, 2, 2], [1, True, 2, 2], "1222", 2):
+        with pytest.raises(ValueError, match="stage_strides must be a list of 4 positive integers"):
+            xresnet1d50(stage_strides=bad)
+
+
 # --------------------------------------------------------------------------------------------- NT-Xent
 def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:
     """The textbook NT-Xent written out with explicit loops, in float64."""

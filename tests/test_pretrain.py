@@ -88,3 +88,37 @@ def test_two_process_ddp_pretraining_gathers_and_writes_once(tmp_path, demo_stor
     payload = torch.load(out, weights_only=True)
     assert all(torch.isfinite(v).all() for v in payload["state_dict"].values() if v.is_floating_point())
     assert [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+@pytest.mark.slow
+def test_simper_pretraining_exports_the_series_head(tmp_path, demo_store):
+    """SimPer (a small CPC encoder) through the pretrain stage: the checkpoint holds its series head under
+    ``heads``, from which the evaluation rebuilds the feature series of the pretrained encoder."""
+    from physiossl.models import build_encoder
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["pretrain"]["trainer"].update({"batch_size": 64, "max_epochs": 1})
+    config["pretrain"]["methods"]["simper"] = {
+        "lr": 1.0e-3, "weight_decay": 0.0, "warmup_epochs": 0, "encoder": "cpc",
+        "encoder_args": {"hidden": 8, "lstm_layers": 1}, "crop_s": 4.0, "view_s": 2.0, "n_speeds": 3,
+        "augment": [{"gaussian_noise": {"std": 0.05}}],
+    }
+    path = tmp_path / "simper.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "simper" / "encoder.pt"
+    summary = pretrain.run(stage_view(load_config(path), "pretrain", method="simper"), "simper", [demo_store],
+                           demo_store, out)
+    assert summary["steps"] > 0 and summary["crop_samples"] == 400
+    payload = torch.load(out, weights_only=True)
+    assert payload["method"] == "simper" and sorted(payload["heads"]) == ["series"]
+    encoder = build_encoder(payload["encoder"], payload["in_channels"], **payload["encoder_args"])
+    encoder.load_state_dict(payload["state_dict"])
+    head = torch.nn.Conv1d(encoder.feature_dim, 1, 1)
+    head.load_state_dict(payload["heads"]["series"])
+    trained = torch.load(out.parent / "lightning" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name, value in payload["heads"]["series"].items():
+        assert torch.equal(value, trained[f"series_head.{name}"])
+    encoder.eval()
+    with torch.no_grad():
+        series = head(encoder.features(torch.randn(2, payload["in_channels"], 200)))[:, 0]
+    assert series.shape == (2, 200) and torch.isfinite(series).all()

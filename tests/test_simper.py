@@ -318,3 +318,220 @@ def test_speed_views_shapes_order_and_grouping():
     torch.testing.assert_close(views[..., 0] // 1000, clip)
     torch.testing.assert_close(views.diff(dim=-1), speeds[:, :, None, None].expand(b, m, 2, out_len - 1))
     assert "m=4" in repr(module)
+
+
+# --------------------------------------------------------------------------------------------- the method
+SIMPER_KEY = "pretrain.methods.simper"
+INVARIANT = [{"channel_resize": {"scale": [0.5, 2.0]}}, {"gaussian_noise": {"std": 0.05}}]
+SIMPER_BASE = {"lr": 1.0e-3, "weight_decay": 1.0e-6, "warmup_epochs": 0, "augment": INVARIANT, "crop_s": 8.0}
+ENCODERS = {"xresnet1d50": {"stage_strides": [1, 2, 1, 1]}, "cpc": {"hidden": 16}}
+
+
+def simper(encoder: str = "xresnet1d50", encoder_args: dict | None = None, fs: float = 100.0, **changes):
+    from physiossl.methods import get_method
+
+    args = ENCODERS.get(encoder) if encoder_args is None else encoder_args
+    return get_method("simper")(cfg={**SIMPER_BASE, **changes}, encoder=encoder, fs=fs, encoder_args=args)
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+@pytest.mark.parametrize("similarity", ["mxcorr", "npsd"])
+def test_simper_method_steps_with_finite_gradients(encoder, similarity):
+    torch.manual_seed(0)
+    method = simper(encoder, similarity=similarity)
+    method.train()
+    x = torch.randn(3, 12, 800, generator=torch.Generator().manual_seed(1))
+    optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
+    head_before = method.series_head.weight.detach().clone()
+    for _ in range(2):
+        loss = method.loss(x)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        missing = [n for n, p in method.named_parameters() if p.grad is None]
+        assert not missing, missing
+        assert all(torch.isfinite(p.grad).all() for p in method.parameters())
+        optimizer.step()
+    assert all(torch.isfinite(p).all() for p in method.parameters())
+    assert not torch.equal(method.series_head.weight, head_before)
+
+
+@pytest.mark.parametrize("encoder,stride", [("xresnet1d50", 8), ("cpc", 1)])
+def test_simper_series_shape_rate_and_band(encoder, stride):
+    method = simper(encoder)
+    assert method.encoder.stride == stride and method.feature_fs == 100.0 / stride
+    assert method.view_len == 400 and method.series_len == 400 // stride
+    x = torch.randn(5, 12, 400)
+    assert method.series(x).shape == (5, 400 // stride)
+    assert method.series(torch.randn(2, 12, 333)).shape == (2, math.ceil(333 / stride))
+    # band_hz 0.5-3.5 Hz over speeds 0.5-2: 0.25-7 Hz, clipped to the Nyquist frequency (6.25 Hz at stride 8)
+    assert method.band == (0.25, min(7.0, 50.0 / stride))
+    narrow = simper(encoder, speed_range=[0.8, 1.25], band_hz=[1.0, 2.0])
+    assert narrow.band == pytest.approx((0.8, 2.5))
+
+
+def test_simper_loss_is_the_symmetric_loss_of_the_grouped_views(monkeypatch):
+    method = simper("cpc", augment=[])
+    method.eval()
+    b, m = 2, 5
+    speeds = torch.tensor([[0.5, 0.8, 1.1, 1.5, 2.0], [0.6, 0.7, 1.0, 1.3, 1.9]])
+    views = torch.randn(b * m, 12, method.view_len)
+    monkeypatch.setattr(method.speed_views, "forward", lambda x: (views, speeds.reshape(-1)))
+    with torch.no_grad():
+        z = method.series(views).view(b, m, -1)
+        loss = method.loss(torch.randn(b, 12, 800))
+    # without augmentation both views are the same series: the loss is simper_loss(z, z) within each clip
+    torch.testing.assert_close(loss, simper_loss(z, z, speeds, speeds, temperature=0.1))
+    per_clip = [simper_loss(z[k], z[k], speeds[k], speeds[k]) for k in range(b)]
+    torch.testing.assert_close(loss, torch.stack(per_clip).mean())
+
+    method = simper("cpc", augment=[{"gaussian_noise": {"std": 0.5}}], similarity="npsd", temperature=0.3)
+    method.eval()
+    monkeypatch.setattr(method.speed_views, "forward", lambda x: (views, speeds.reshape(-1)))
+    torch.manual_seed(4)
+    with torch.no_grad():
+        loss = method.loss(torch.randn(b, 12, 800))
+    torch.manual_seed(4)
+    torch.randn(b, 12, 800)
+    with torch.no_grad():
+        z1, z2 = method.series(torch.cat([method.views(views), method.views(views)])).view(2, b, m, -1)
+    kwargs = {"similarity": "npsd", "temperature": 0.3, "fs": method.feature_fs, "band": method.band}
+    expected = (simper_loss(z1, z2, speeds, speeds, **kwargs) + simper_loss(z2, z1, speeds, speeds, **kwargs)) / 2
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(simper_loss(z1, z2, speeds, speeds, **kwargs), expected)
+
+
+def test_simper_defaults_and_exported_heads():
+    from physiossl.methods import get_method
+
+    method = simper()
+    assert {k: method.cfg[k] for k in ("n_speeds", "speed_range", "view_s", "similarity", "temperature",
+                                       "band_hz")} == {"n_speeds": 5, "speed_range": [0.5, 2.0], "view_s": 4.0,
+                                                       "similarity": "mxcorr", "temperature": 0.1,
+                                                       "band_hz": [0.5, 3.5]}
+    assert method.speed_views.m == 5 and method.speed_views.speed_range == (0.5, 2.0)
+    heads = method.exported_heads()
+    assert list(heads) == ["series"] and heads["series"] is method.series_head
+    assert isinstance(method.series_head, torch.nn.Conv1d) and method.series_head.weight.shape == (1, 256, 1)
+    simclr = get_method("simclr")(cfg={**SIMPER_BASE, "augment": []}, encoder="cpc", encoder_args={"hidden": 8})
+    assert simclr.exported_heads() == {}
+
+
+def test_simper_config_errors():
+    from physiossl.methods import validate_method_config
+
+    assert validate_method_config("simper", SIMPER_BASE, SIMPER_KEY, encoder="xresnet1d50") == []
+    missing = {k: v for k, v in SIMPER_BASE.items() if k != "crop_s"}
+    assert validate_method_config("simper", missing, SIMPER_KEY) == [
+        f"config key '{SIMPER_KEY}.crop_s': missing required key"]
+
+    warped = {**SIMPER_BASE, "augment": [*INVARIANT, {"random_resized_crop": {}}, {"dynamic_time_warp": {"radius": 5}}]}
+    problems = validate_method_config("simper", warped, SIMPER_KEY)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"config key '{SIMPER_KEY}.augment[2].random_resized_crop': ")
+    assert problems[1].startswith(f"config key '{SIMPER_KEY}.augment[3].dynamic_time_warp': ")
+    assert all("period" in p for p in problems)
+
+    short = validate_method_config("simper", {**SIMPER_BASE, "crop_s": 7.5}, SIMPER_KEY)
+    assert len(short) == 1 and short[0].startswith(f"config key '{SIMPER_KEY}.crop_s': ") and "at least 8" in short[0]
+    assert validate_method_config("simper", {**SIMPER_BASE, "crop_s": 6.0, "view_s": 3.0}, SIMPER_KEY) == []
+    assert validate_method_config("simper", {**SIMPER_BASE, "crop_s": 4.0, "speed_range": [0.5, 1.0]}, SIMPER_KEY) == []
+    assert validate_method_config("simper", {**SIMPER_BASE, "crop_s": 4.0, "speed_range": [0.5, 1.5]}, SIMPER_KEY)
+
+    inverted = validate_method_config("simper", {**SIMPER_BASE, "speed_range": [1.5, 0.5]}, SIMPER_KEY)
+    assert inverted == [f"config key '{SIMPER_KEY}.speed_range': needs low <= high, got [1.5, 0.5]"]
+    band = validate_method_config("simper", {**SIMPER_BASE, "band_hz": [3.0, 1.0]}, SIMPER_KEY)
+    assert len(band) == 1 and band[0].startswith(f"config key '{SIMPER_KEY}.band_hz': ")
+    for key, value in (("speed_range", [0.0, 2.0]), ("speed_range", [1.0]), ("similarity", "cosine"),
+                       ("n_speeds", 1), ("temperature", 0), ("view_s", "4 s"), ("crop_s", "long")):
+        problems = validate_method_config("simper", {**SIMPER_BASE, key: value}, SIMPER_KEY)
+        assert problems and all(p.startswith(f"config key '{SIMPER_KEY}.{key}") for p in problems), (key, problems)
+
+    # the constructor runs the same checks
+    with pytest.raises(ValueError, match=r"augment\[0\]\.random_resized_crop"):
+        simper(augment=[{"random_resized_crop": {}}])
+    with pytest.raises(ValueError, match=r"simper\.crop_s"):
+        simper(crop_s=4.0)
+
+
+def test_simper_rejects_a_feature_series_that_aliases_the_target():
+    with pytest.raises(ValueError, match=r"stride 32 .*Nyquist 1\.5625 Hz.*stage_strides"):
+        simper("xresnet1d50", encoder_args={})
+    with pytest.raises(ValueError, match="stride 16"):
+        simper("xresnet1d50", encoder_args={"stage_strides": [1, 2, 2, 1]})
+    # stride 32 is enough for a narrower band and speed range: 0.5-1.5 Hz up to speed 1.25 stays below 1.5625 Hz
+    assert simper("xresnet1d50", encoder_args={}, speed_range=[0.8, 1.25], band_hz=[0.5, 1.5]).band == (0.4, 1.5625)
+    # a feature series too short for the band or for a correlation
+    with pytest.raises(ValueError, match="no frequency bin"):
+        simper("xresnet1d50", similarity="npsd", view_s=0.1, crop_s=1.0, band_hz=[1.0, 1.2])
+    with pytest.raises(ValueError, match="feature series of 1 sample"):
+        simper("xresnet1d50", view_s=0.08, crop_s=1.0)
+
+
+def test_simper_rejects_clips_shorter_than_the_fastest_view():
+    method = simper("cpc")
+    method.loss(torch.randn(2, 12, 799))
+    with pytest.raises(ValueError, match="too short"):
+        method.loss(torch.randn(2, 12, 798))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("similarity", ["mxcorr", "npsd"])
+def test_simper_method_on_cuda_under_autocast(similarity):
+    method = simper(similarity=similarity).cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = method.loss(torch.randn(4, 12, 800, device="cuda"))
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in method.parameters())
+
+
+def periodic_ecg(n: int, t: int, fs: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n 12-lead signals (n, 12, t) of ECG-like beats at random rates f ~ U(0.8, 2) Hz (returned, (n,)): a narrow
+    positive pulse and a wider negative wave per beat, lead gains N(0, 1), baseline wander below 0.35 Hz of
+    random amplitude per lead, and white noise of standard deviation 0.2."""
+    f = 0.8 + 1.2 * torch.rand(n, 1, 1, generator=generator)
+    seconds = torch.arange(t) / fs
+    cycle = (seconds * f + torch.rand(n, 1, 1, generator=generator)) % 1.0
+    gap = torch.minimum(cycle, 1 - cycle) / f
+    beat = torch.exp(-0.5 * (gap / 0.04) ** 2) - 0.3 * torch.exp(-0.5 * ((gap - 0.25 / f.clamp(min=1)) / 0.08) ** 2)
+    wander_f = 0.05 + 0.3 * torch.rand(n, 1, 1, generator=generator)
+    wander = 0.5 * torch.sin(2 * math.pi * wander_f * seconds + 2 * math.pi * torch.rand(n, 1, 1, generator=generator))
+    x = (torch.randn(n, 12, 1, generator=generator) * beat + wander * torch.rand(n, 12, 1, generator=generator)
+         + 0.2 * torch.randn(n, 12, t, generator=generator))
+    return x, f.flatten()
+
+
+def dominant_frequency(method, x: torch.Tensor, low: float = 0.4) -> torch.Tensor:
+    """The frequency (Hz) of the largest power-spectrum bin at or above ``low`` of each signal's feature series."""
+    method.eval()
+    with torch.no_grad():
+        s = method.series(x)
+    method.train()
+    power = torch.fft.rfft(s - s.mean(-1, keepdim=True)).abs().square()
+    freqs = torch.fft.rfftfreq(s.shape[-1], d=1.0 / method.feature_fs)
+    return freqs[power.masked_fill(freqs < low, 0).argmax(-1)]
+
+
+@pytest.mark.slow
+def test_simper_learns_the_frequency_of_periodic_signals():
+    """30 steps of SimPer (xresnet1d50 at stride 4 on 25 Hz signals, 16 clips of 8 s a step) make the dominant
+    frequency of the feature series follow the beat rate of held-out synthetic 12-lead signals."""
+    from scipy.stats import spearmanr
+
+    fs = 25.0
+    torch.manual_seed(0)
+    method = simper("xresnet1d50", encoder_args={"stage_strides": [1, 1, 1, 1]}, fs=fs, lr=3e-3,
+                    speed_range=[0.5, 1.5], band_hz=[0.8, 2.0])
+    assert method.feature_fs == 6.25
+    test_x, test_f = periodic_ecg(128, 200, fs, torch.Generator().manual_seed(123))
+    before = spearmanr(dominant_frequency(method, test_x), test_f).statistic
+    optimizer = torch.optim.Adam(method.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        loss = method.loss(periodic_ecg(16, 200, fs, generator)[0])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = spearmanr(dominant_frequency(method, test_x), test_f).statistic
+    assert before < 0.6 and after > 0.9, (before, after)

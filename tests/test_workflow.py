@@ -157,14 +157,18 @@ def test_paper_grid_plans_every_method_protocol_and_subset():
     sweep = exp["label_efficiency"]
     runs_per_method = sum(1 + (len(sweep["fractions"]) + len(sweep["folds"]) if p in sweep["protocols"] else 0)
                           for p in exp["protocols"])
-    baselines = [m for m in exp["methods"] if m.startswith("random")]
+    per = config["periodic"]
+    periodic_runs = sum(1 + (len(per["label_efficiency"]["fractions"]) if p in per["label_efficiency"]["protocols"] else 0)
+                        for p in per["protocols"])
+    pretrained = {m for m in exp["methods"] + per["methods"] if not m.startswith("random")}
     proc = run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--configfile", "config/paper_ecg.yaml"], REPO)
     table = proc.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
     n_data = len(config["datasets"])
-    assert jobs == {"download_data": n_data, "convert": n_data, "pretrain": len(exp["methods"]) - len(baselines),
-                    "evaluate": len(exp["methods"]) * runs_per_method, "report": 1, "all": 1}
-    assert sum(jobs.values()) == 236  # the count stated in config/paper_ecg.yaml and the README
+    assert jobs == {"download_data": n_data, "convert": n_data, "pretrain": len(pretrained),
+                    "evaluate": len(exp["methods"]) * runs_per_method,
+                    "evaluate_periodic": len(per["methods"]) * periodic_runs, "report": 1, "all": 1}
+    assert sum(jobs.values()) == 282  # the count stated in config/paper_ecg.yaml and the README
 
 
 def test_export_cli_check_detects_stale_file(tmp_path):
@@ -223,3 +227,48 @@ def test_mixed_pool_demo_config_plans_every_source():
     assert re.search(r"physiossl pretrain .*--store data/demo/stores/cinc2020_100hz.zarr "
                      r"data/demo/stores/chapman_100hz.zarr data/demo/stores/code15_100hz.zarr "
                      r"--eval-store data/demo/stores/ptbxl_100hz.zarr", proc.stdout)
+
+
+@pytest.mark.slow
+def test_periodic_grid_runs_through_snakemake_and_its_dvc_export(tmp_path):
+    """SimPer pretrained from config, the four periodic protocols and the periodic report, through Snakemake."""
+    config = tiny_config()
+    config["pretrain"]["encoder_args"] = {"stage_strides": [1, 2, 1, 1]}
+    config["pretrain"]["methods"] = {"simper": {
+        "crop_s": 10.0, "batch_size": 32, "lr": 1.0e-3, "weight_decay": 0.0, "warmup_epochs": 0, "n_speeds": 3,
+        "view_s": 4.0, "augment": [{"gaussian_noise": {"std": 0.05}}]}}
+    config["experiment"] = {"methods": ["random"], "protocols": ["linear"]}
+    config["periodic"] = {
+        "target": "heart_rate", "units": "bpm", "units_per_hz": 60, "band": [30, 210],
+        "methods": ["simper", "random"], "protocols": ["linear", "fft", "zero_shot", "finetune"],
+        "label_efficiency": {"protocols": ["linear"], "fractions": [0.5]},
+        "zero_shot": {"hold_out": [75, 90], "train_max": 110},
+        "linear": {"epochs": 3, "lr": 1.0e-2, "weight_decay": 1.0e-4},
+        "finetune": {"epochs": 1, "lr": 1.0e-3, "weight_decay": 1.0e-4},
+    }
+    project = make_project(tmp_path, "periodic", config)
+    assert planned_jobs(project) == {"demo_data": 1, "convert": 1, "pretrain": 1, "evaluate": 1,
+                                     "evaluate_periodic": 10, "report": 1, "all": 1}
+    snakemake(project)
+    report = project / "results/tiny/report"
+    table = (report / "periodic.csv").read_text()
+    for method in ("simper", "random"):
+        for protocol in ("linear", "fft", "zero_shot", "finetune"):
+            assert re.search(rf"^{method},[^\n]*,{protocol},", table, re.M), (method, protocol, table)
+    assert "heart_rate" in (report / "periodic.md").read_text()
+    for figure in ("periodic", "periodic_label_efficiency"):
+        assert (report / f"{figure}.png").stat().st_size > 1000
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert "simper/linear" in metrics["periodic"]
+    fft = json.loads((project / "results/tiny/periodic/simper/fft/all.json").read_text())
+    assert fft["series"] == "trained series head" and fft["series_fs_hz"] == pytest.approx(12.5)
+    assert planned_jobs(project) == {}
+
+    dvc = yaml.safe_load(export_dvc_yaml(project / "config" / "tiny.yaml", project / "Snakefile"))
+    stage = dvc["stages"]["evaluate_periodic-simper-zero_shot-all"]
+    assert "physiossl evaluate-periodic" in stage["cmd"] and "--protocol zero_shot" in stage["cmd"]
+    params = stage["params"][0]["config/tiny.yaml"]
+    assert {"periodic.zero_shot", "periodic.linear", "periodic.target"} <= set(params)
+    assert "periodic.finetune" not in params
+    report_stage = dvc["stages"]["report"]
+    assert any(str(p).endswith("periodic/simper/fft/all.npz") for p in report_stage["deps"])

@@ -48,10 +48,23 @@ def _cmd_evaluate(args) -> dict:
     return {k: result[k] for k in ("method", "protocol", "subset", "test_macro_auc", "test_ci", "best_epoch")}
 
 
+def _cmd_evaluate_periodic(args) -> dict:
+    from .stages import periodic
+    config = load_config(args.configfile)
+    if "periodic" not in config:
+        raise ConfigError(f"{args.configfile}: no 'periodic' section: the periodic-target experiment is not configured")
+    view = stage_view(config, "evaluate_periodic", protocol=args.protocol, subset=args.subset)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    result = periodic.run(view, args.method, args.protocol, Path(args.store), Path(args.out), checkpoint,
+                          subset=args.subset, random_encoder=random_init_encoder(config, args.method))
+    return {k: result[k] for k in ("method", "protocol", "subset", "target", "test_mae", "test_ci", "best_epoch")}
+
+
 def _cmd_report(args) -> dict:
     from .stages import report
     view = stage_view(load_config(args.configfile), "report")
-    return report.run(view, [Path(p) for p in args.results], Path(args.out_dir))
+    return report.run(view, [Path(p) for p in args.results], Path(args.out_dir),
+                      periodic=[Path(p) for p in args.periodic])
 
 
 def _cmd_export_dvc(args) -> dict:
@@ -120,9 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="pretrained encoder (.pt); omitted for random-init baselines")
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("evaluate-periodic", help="periodic-target evaluation (heart rate) of an encoder")
+    p.add_argument("--configfile", required=True)
+    p.add_argument("--method", required=True,
+                   help="method name, or a random-initialisation baseline ('random' or 'random_<encoder>')")
+    p.add_argument("--protocol", required=True, choices=["linear", "finetune", "fft", "zero_shot"])
+    p.add_argument("--subset", default=ALL_LABELS, help="training records: 'all' (default), 'frac<f>' or 'folds<k>'")
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="result file (.json)")
+    p.add_argument("--checkpoint", default=None, help="pretrained encoder (.pt); omitted for random-init baselines")
+    p.set_defaults(func=_cmd_evaluate_periodic)
+
     p = sub.add_parser("report", help="tables and figure from result files")
     p.add_argument("--configfile", required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--periodic", nargs="*", default=[], help="result files of the periodic-target experiment")
     p.add_argument("results", nargs="+")
     p.set_defaults(func=_cmd_report)
 

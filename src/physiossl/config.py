@@ -60,15 +60,21 @@ def random_init_encoder(config: dict, method: str) -> str | None:
     return method[len(RANDOM_INIT) + 1:] or config["pretrain"]["encoder"]
 
 
+def experiment_methods(config: dict) -> list[str]:
+    """Every method of the classification experiment and of the periodic-target experiment, in order."""
+    return list(dict.fromkeys(config["experiment"]["methods"] + config.get("periodic", {}).get("methods", [])))
+
+
 def pretrained_methods(config: dict) -> list[str]:
-    """The methods of the experiment that are pretrained (everything but the random-init baselines)."""
-    return [m for m in config["experiment"]["methods"] if random_init_encoder(config, m) is None]
+    """The methods of the experiments that are pretrained (everything but the random-init baselines)."""
+    return [m for m in experiment_methods(config) if random_init_encoder(config, m) is None]
 
 
-def eval_subsets(config: dict, protocol: str) -> list[str]:
-    """Training subsets a protocol is run on: ``all`` and, for the label-efficiency protocols,
-    ``frac<f>`` (a fraction of the training records) and ``folds<k>`` (the first k training folds)."""
-    sweep = config["experiment"].get("label_efficiency", {})
+def eval_subsets(config: dict, protocol: str, section: str = "experiment") -> list[str]:
+    """Training subsets a protocol of ``section`` (``experiment`` or ``periodic``) is run on: ``all`` and, for the
+    label-efficiency protocols, ``frac<f>`` (a fraction of the training records) and ``folds<k>`` (the first k
+    training folds)."""
+    sweep = config[section].get("label_efficiency", {})
     if protocol not in sweep.get("protocols", []):
         return [ALL_LABELS]
     return ([ALL_LABELS] + [f"frac{f:g}" for f in sweep.get("fractions", [])]
@@ -77,22 +83,64 @@ def eval_subsets(config: dict, protocol: str) -> list[str]:
 
 def _check_methods(config: dict) -> list[str]:
     from .models import ENCODERS
+    from .models import encoder_args as encoder_args_of
     from .methods import validate_method_config
 
     problems = []
     for name, cfg in config["pretrain"]["methods"].items():
         problems += validate_method_config(name, cfg, f"pretrain.methods.{name}", encoder=config["pretrain"]["encoder"])
-    for method in config["experiment"]["methods"]:
-        encoder = random_init_encoder(config, method)
-        if encoder is not None and encoder not in ENCODERS:
-            problems.append(f"config key 'experiment.methods': baseline '{method}' names unknown encoder '{encoder}' "
-                            f"(available: {sorted(ENCODERS)})")
-        elif encoder is None and method not in config["pretrain"]["methods"]:
-            problems.append(f"config key 'experiment.methods': method '{method}' has no entry under 'pretrain.methods'")
-    for protocol in ("linear", "finetune"):
-        for method in config["evaluate"][protocol].get("overrides", {}):
-            if method not in config["experiment"]["methods"]:
-                problems.append(f"config key 'evaluate.{protocol}.overrides.{method}': not a method of experiment.methods")
+    for section in ("experiment", "periodic"):
+        for method in config.get(section, {}).get("methods", []):
+            encoder = random_init_encoder(config, method)
+            if encoder is not None and encoder not in ENCODERS:
+                problems.append(f"config key '{section}.methods': baseline '{method}' names unknown encoder "
+                                f"'{encoder}' (available: {sorted(ENCODERS)})")
+            elif encoder is None and method not in config["pretrain"]["methods"]:
+                problems.append(f"config key '{section}.methods': method '{method}' has no entry under "
+                                "'pretrain.methods'")
+    for section, settings in (("evaluate", config["evaluate"]), ("periodic", config.get("periodic", {}))):
+        experiment = "experiment" if section == "evaluate" else "periodic"
+        for protocol in ("linear", "finetune"):
+            for method in settings.get(protocol, {}).get("overrides", {}):
+                if method not in config[experiment]["methods"]:
+                    problems.append(f"config key '{section}.{protocol}.overrides.{method}': not a method of "
+                                    f"{experiment}.methods")
+    encoder_args = config["pretrain"].get("encoder_args")
+    if encoder_args is not None:
+        accepted = encoder_args_of(config["pretrain"]["encoder"])
+        problems += [f"config key 'pretrain.encoder_args.{k}': encoder '{config['pretrain']['encoder']}' takes no "
+                     f"argument '{k}' (accepted: {accepted})" for k in encoder_args if k not in accepted]
+    return problems
+
+
+def _check_label_efficiency(config: dict, section: str) -> list[str]:
+    problems = []
+    sweep = config[section].get("label_efficiency", {})
+    for protocol in sweep.get("protocols", []):
+        if protocol not in config[section]["protocols"]:
+            problems.append(f"config key '{section}.label_efficiency.protocols': '{protocol}' is not in "
+                            f"{section}.protocols")
+    for k in sweep.get("folds", []):
+        if k >= len(config["evaluate"]["train_folds"]):
+            problems.append(f"config key '{section}.label_efficiency.folds': {k} must be below the number of "
+                            f"training folds ({len(config['evaluate']['train_folds'])}; all of them is the 'all' run)")
+    return problems
+
+
+def _check_periodic(config: dict) -> list[str]:
+    pe = config["periodic"]
+    problems = _check_label_efficiency(config, "periodic")
+    for protocol, settings in (("linear", "linear"), ("zero_shot", "linear"), ("finetune", "finetune"),
+                               ("zero_shot", "zero_shot")):
+        if protocol in pe["protocols"] and settings not in pe:
+            problems.append(f"config key 'periodic.{settings}': required by protocol '{protocol}'")
+    if pe["band"][0] >= pe["band"][1]:
+        problems.append(f"config key 'periodic.band': expected [low, high] with low < high, got {pe['band']}")
+    if "zero_shot" in pe:
+        (low, high), train_max = pe["zero_shot"]["hold_out"], pe["zero_shot"]["train_max"]
+        if not low < high < train_max:
+            problems.append(f"config key 'periodic.zero_shot': expected hold_out [low, high] with low < high < "
+                            f"train_max, got hold_out {pe['zero_shot']['hold_out']}, train_max {train_max}")
     return problems
 
 
@@ -133,14 +181,9 @@ def _check_cross_keys(config: dict, source: str) -> None:
         problems.append("config key 'evaluate.stride_s': larger than 'evaluate.window_s' leaves gaps")
     if "robustness" in ev:
         problems += validate_noise(ev["robustness"]["noise"], "evaluate.robustness.noise")
-    sweep = config["experiment"].get("label_efficiency", {})
-    for protocol in sweep.get("protocols", []):
-        if protocol not in config["experiment"]["protocols"]:
-            problems.append(f"config key 'experiment.label_efficiency.protocols': '{protocol}' is not in experiment.protocols")
-    for k in sweep.get("folds", []):
-        if k >= len(ev["train_folds"]):
-            problems.append(f"config key 'experiment.label_efficiency.folds': {k} must be below the number of training "
-                            f"folds ({len(ev['train_folds'])}; all of them is the 'all' run)")
+    problems += _check_label_efficiency(config, "experiment")
+    if "periodic" in config:
+        problems += _check_periodic(config)
     if problems:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join("  " + p for p in problems))
 
@@ -171,21 +214,36 @@ def stage_keys(config: dict, stage: str, method: str | None = None, protocol: st
         pool = config["pretrain"]["dataset"]
         return [
             "seed", "pretrain.dataset", *([f"pools.{pool}"] if pool in config.get("pools", {}) else []),
-            "pretrain.folds", "pretrain.encoder", "pretrain.crop_s", "pretrain.cache", "pretrain.trainer",
+            "pretrain.folds", "pretrain.encoder", *_present(config, "pretrain.encoder_args"), "pretrain.crop_s",
+            "pretrain.cache", "pretrain.trainer",
             f"pretrain.methods.{method}",
             # the leakage guard holds out the evaluation's validation and test records
             "evaluate.dataset", "evaluate.val_fold", "evaluate.test_fold",
         ]
+    common = ["seed", "pretrain.encoder", *_present(config, "pretrain.encoder_args"), "pretrain.trainer.accelerator",
+              "pretrain.trainer.precision"]
+    common += [f"evaluate.{k}" for k in ("dataset", "train_folds", "val_fold", "test_fold", "window_s", "stride_s",
+                                         "aggregate", "batch_size", "bootstrap")]
     if stage == "evaluate":
-        keys = ["seed", "pretrain.encoder", "pretrain.trainer.accelerator", "pretrain.trainer.precision"]
-        keys += [f"evaluate.{k}" for k in ("dataset", "label_set", "train_folds", "val_fold", "test_fold", "window_s",
-                                           "stride_s", "aggregate", "batch_size", "bootstrap", protocol)]
+        keys = common + ["evaluate.label_set", f"evaluate.{protocol}"]
         if subset == ALL_LABELS and "robustness" in config["evaluate"]:
             keys.append("evaluate.robustness")
         return keys
+    if stage == "evaluate_periodic":
+        settings = {"linear": ["linear"], "finetune": ["finetune"], "fft": [], "zero_shot": ["linear", "zero_shot"]}
+        return common + [f"periodic.{k}" for k in ("target", "units", "units_per_hz", "band", *settings[protocol])]
     if stage == "report":
-        return ["name", "experiment"]
+        return ["name", "experiment", *_present(config, "periodic")]
     raise KeyError(f"no config view for stage '{stage}'")
+
+
+def _present(config: dict, dotted: str) -> list[str]:
+    """``[dotted]`` if the config has that key, else ``[]`` (optional keys of a stage view)."""
+    try:
+        get_key(config, dotted)
+    except KeyError:
+        return []
+    return [dotted]
 
 
 def get_key(config: dict, dotted: str) -> Any:

@@ -56,7 +56,7 @@ def _dag_jobs(configfile: Path, snakefile: Path):
     return jobs
 
 
-PLOT_DATA = ("label_efficiency.csv", "robustness.csv")
+PLOT_DATA = ("label_efficiency.csv", "robustness.csv")  # periodic_label_efficiency.csv too
 
 
 def _output_kind(rule: str, path: str) -> str:

@@ -86,15 +86,12 @@ def bootstrap_macro_aucs(y_true: np.ndarray, y_score: np.ndarray, ids: np.ndarra
     return _nanmean_last(bootstrap_class_aucs(y_true, y_score, ids))
 
 
-def macro_auc_ci(y_true: np.ndarray, y_score: np.ndarray, ids: np.ndarray, level: float = 0.95) -> dict:
-    """Percentile bootstrap interval of the macro AUC over the resamples ``ids`` (see :func:`bootstrap_ids`).
-
-    Returns ``low``, ``high``, ``level``, ``n_bootstrap``, ``n_valid`` (resamples with at least one scorable
-    class; only these enter the interval) and ``std`` (standard deviation of the valid resample AUCs).
-    """
+def percentile_ci(values: np.ndarray, level: float = 0.95) -> dict:
+    """Percentile interval of bootstrap resample values (NaN resamples left out): ``low``, ``high``, ``level``,
+    ``n_bootstrap``, ``n_valid`` (resamples that enter the interval) and ``std`` (of the valid values)."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    values = bootstrap_macro_aucs(y_true, y_score, ids)
+    values = np.asarray(values, dtype=np.float64)
     valid = values[~np.isnan(values)]
     if len(valid):
         low, high = np.percentile(valid, [50 * (1 - level), 50 * (1 + level)])
@@ -105,6 +102,21 @@ def macro_auc_ci(y_true: np.ndarray, y_score: np.ndarray, ids: np.ndarray, level
             "n_valid": int(len(valid)), "std": std}
 
 
+def macro_auc_ci(y_true: np.ndarray, y_score: np.ndarray, ids: np.ndarray, level: float = 0.95) -> dict:
+    """Percentile bootstrap interval of the macro AUC over the resamples ``ids`` (see :func:`bootstrap_ids`);
+    resamples without a scorable class are left out (see :func:`percentile_ci`)."""
+    return percentile_ci(bootstrap_macro_aucs(y_true, y_score, ids), level)
+
+
+def mae_ci(y_true: np.ndarray, y_pred: np.ndarray, ids: np.ndarray, level: float = 0.95) -> dict:
+    """Percentile bootstrap interval of the mean absolute error of (n,) predictions over the resamples ``ids``
+    (rows of record indices); records without a finite target or prediction count as missing in every resample."""
+    err = np.abs(np.asarray(y_pred, np.float64).reshape(-1) - np.asarray(y_true, np.float64).reshape(-1))
+    if ids.size and ids.max() >= len(err):
+        raise ValueError(f"resampling ids reach record {ids.max()}, but there are {len(err)} predictions")
+    return percentile_ci(np.nanmean(err[ids], axis=1) if ids.size else np.array([]), level)
+
+
 def _check(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_score = np.asarray(y_true), np.asarray(y_score)
     if y_true.ndim != 2 or y_true.shape != y_score.shape:
@@ -113,4 +125,4 @@ def _check(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 __all__ = ["bootstrap_class_aucs", "bootstrap_ids", "bootstrap_macro_aucs", "class_aucs", "macro_auc_ci",
-           "macro_auc_fast"]
+           "macro_auc_fast", "mae_ci", "percentile_ci"]

@@ -1,18 +1,21 @@
-"""Downstream protocols on a multi-label task.
+"""Downstream protocols on a multi-label classification task or a regression target.
 
 - Linear evaluation: the encoder is frozen including its BatchNorm statistics (eval mode, no gradients);
   its embeddings of every sliding window are computed once, and a linear head is trained on the window
-  embeddings of the training records (each window carries its record's labels).
+  embeddings of the training records (each window carries its record's labels or target).
 - Fine-tuning: encoder and linear head are trained together on random crops of the training records.
 
-Both select the epoch with the best validation macro AUC (per-record aggregation of the window
-predictions) and report the test macro AUC of that epoch.
+The task's :class:`Objective` sets the loss, the output activation and the metric: :data:`CLASSIFICATION`
+(binary cross-entropy, sigmoid, macro AUC) or :func:`regression` (squared error on standardised targets, the
+prediction in the target's units, MAE). Both protocols select the epoch with the best validation value of the
+objective's key metric (per-record aggregation of the window outputs) and report the test metrics of that epoch.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,13 +24,51 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.loading import CropDataset, SignalCache, WindowDataset, aggregate, collate_batch
-from .metrics import macro_auc
+from .metrics import macro_auc, regression_metrics
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a head is trained for: ``loss(outputs, labels)`` on window outputs, ``activate(outputs)`` maps them to
+    scores (aggregated per record), ``metric(labels, scores, classes)`` scores records; ``key`` names the metric
+    that selects the epoch, higher is better when ``maximize``."""
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    activate: Callable[[torch.Tensor], torch.Tensor]
+    metric: Callable[[np.ndarray, np.ndarray, list[str]], dict]
+    key: str
+    maximize: bool
+
+    def better(self, new: dict, best: dict | None) -> bool:
+        if best is None:
+            return True
+        return new[self.key] > best[self.key] if self.maximize else new[self.key] < best[self.key]
+
+
+CLASSIFICATION = Objective(loss=nn.BCEWithLogitsLoss(), activate=torch.sigmoid, metric=macro_auc, key="macro_auc",
+                           maximize=True)
+
+
+def regression(train_targets: np.ndarray) -> Objective:
+    """Regression of (n, K) targets: the head predicts targets standardised with the training records' mean and
+    standard deviation (squared error), scores are in the target's units, the epoch with the lowest validation
+    MAE is selected."""
+    mean = torch.as_tensor(np.nanmean(train_targets, axis=0), dtype=torch.float32)
+    std = torch.as_tensor(np.nanstd(train_targets, axis=0), dtype=torch.float32).clamp_min(1e-6)
+
+    def loss(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(outputs, (y - mean.to(y.device)) / std.to(y.device))
+
+    def activate(outputs: torch.Tensor) -> torch.Tensor:
+        return outputs * std.to(outputs.device) + mean.to(outputs.device)
+
+    return Objective(loss=loss, activate=activate, metric=lambda y, s, classes: regression_metrics(y, s), key="mae",
+                     maximize=False)
 
 
 @dataclass
 class Split:
     cache: SignalCache
-    labels: np.ndarray        # (n_records, K) multi-hot
+    labels: np.ndarray        # (n_records, K): multi-hot classes or targets
 
 
 @dataclass
@@ -40,6 +81,7 @@ class Task:
     stride: int
     aggregate: str
     batch_size: int
+    objective: Objective = CLASSIFICATION
 
 
 def _window_loader(split: Split, task: Task) -> DataLoader:
@@ -56,8 +98,8 @@ def window_outputs(fn, split: Split, task: Task, device: torch.device) -> tuple[
     return torch.cat(outs), torch.cat(rows)
 
 
-def record_scores(window_logits: torch.Tensor, rows: torch.Tensor, n_records: int, how: str) -> np.ndarray:
-    return aggregate(torch.sigmoid(window_logits), rows, n_records, how).numpy()
+def record_scores(window_logits: torch.Tensor, rows: torch.Tensor, n_records: int, task: Task) -> np.ndarray:
+    return aggregate(task.objective.activate(window_logits), rows, n_records, task.aggregate).numpy()
 
 
 def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, seed: int) -> dict:
@@ -72,11 +114,11 @@ def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device,
     generator = torch.Generator().manual_seed(seed)
     head = nn.Linear(x_train.shape[1], len(task.classes)).to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    loss_fn = nn.BCEWithLogitsLoss()
+    objective = task.objective
 
     @torch.no_grad()
     def scores_of(x: torch.Tensor, rows: torch.Tensor, n_records: int) -> np.ndarray:
-        return record_scores(head(x.to(device)).float().cpu(), rows, n_records, task.aggregate)
+        return record_scores(head(x.to(device)).float().cpu(), rows, n_records, task)
 
     best, history = None, []
     for epoch in tqdm(range(cfg["epochs"]), desc="linear evaluation", unit="epoch"):
@@ -84,14 +126,14 @@ def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device,
         order = torch.randperm(len(x_train), generator=generator).to(device)
         for i in range(0, len(order), task.batch_size):
             idx = order[i:i + task.batch_size]
-            loss = loss_fn(head(x_train[idx]), y_train[idx])
+            loss = objective.loss(head(x_train[idx]), y_train[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         head.eval()
-        val = macro_auc(task.val.labels, scores_of(*emb["val"], len(task.val.cache)), task.classes)
-        history.append({"epoch": epoch + 1, "train_loss": loss.item(), "val_macro_auc": val["macro_auc"]})
-        if best is None or val["macro_auc"] > best[0]["macro_auc"]:
+        val = objective.metric(task.val.labels, scores_of(*emb["val"], len(task.val.cache)), task.classes)
+        history.append({"epoch": epoch + 1, "train_loss": loss.item(), f"val_{objective.key}": val[objective.key]})
+        if objective.better(val, best and best[0]):
             best = (val, epoch + 1, copy.deepcopy(head.state_dict()))
     head.load_state_dict(best[2])
 
@@ -99,7 +141,7 @@ def linear_eval(encoder: nn.Module, task: Task, cfg: dict, device: torch.device,
         return scores_of(*window_outputs(encoder, split, task, device), len(split.cache))
 
     scores = scores_of(*emb["test"], len(task.test.cache))
-    return {"val": best[0], "test": macro_auc(task.test.labels, scores, task.classes), "test_scores": scores,
+    return {"val": best[0], "test": objective.metric(task.test.labels, scores, task.classes), "test_scores": scores,
             "best_epoch": best[1], "history": history, "predict": predict}
 
 
@@ -127,7 +169,7 @@ def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, se
     model = nn.Sequential(encoder, head).to(device)
     optimizer = torch.optim.AdamW(param_groups(encoder, head, cfg["lr"], cfg.get("lr_decay", 1.0)),
                                   lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    loss_fn = nn.BCEWithLogitsLoss()
+    objective = task.objective
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16)
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(CropDataset(task.train.cache, crop, task.train.labels), batch_size=task.batch_size,
@@ -141,7 +183,7 @@ def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, se
     def predict(split: Split) -> np.ndarray:
         model.eval()
         logits, rows = window_outputs(forward, split, task, device)
-        return record_scores(logits, rows, len(split.cache), task.aggregate)
+        return record_scores(logits, rows, len(split.cache), task)
 
     head_only = cfg.get("head_first_epochs", 0)
     best, history = None, []
@@ -154,18 +196,18 @@ def finetune(encoder: nn.Module, task: Task, cfg: dict, device: torch.device, se
             encoder.eval()
         phase = "head only" if frozen else "all weights"
         for x, y in tqdm(train, desc=f"fine-tuning epoch {epoch + 1}/{cfg['epochs']} ({phase})", unit="batch", leave=False):
-            loss = loss_fn(forward(x.to(device)).float(), y.to(device))
+            loss = objective.loss(forward(x.to(device)).float(), y.to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-        val = macro_auc(task.val.labels, predict(task.val), task.classes)
-        history.append({"epoch": epoch + 1, "train_loss": loss.item(), "val_macro_auc": val["macro_auc"],
+        val = objective.metric(task.val.labels, predict(task.val), task.classes)
+        history.append({"epoch": epoch + 1, "train_loss": loss.item(), f"val_{objective.key}": val[objective.key],
                         "phase": phase})
-        if best is None or val["macro_auc"] > best[0]["macro_auc"]:
+        if objective.better(val, best and best[0]):
             best = (val, epoch + 1, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
     scores = predict(task.test)
-    return {"val": best[0], "test": macro_auc(task.test.labels, scores, task.classes), "test_scores": scores,
+    return {"val": best[0], "test": objective.metric(task.test.labels, scores, task.classes), "test_scores": scores,
             "best_epoch": best[1], "history": history, "predict": predict}
 

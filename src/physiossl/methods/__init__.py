@@ -60,7 +60,8 @@ def validate_method_config(name: str, cfg: dict, key: str, encoder: str | None =
     ``pretrain.methods.byol``), each as ``config key '<key>.<path>': <message>``; empty when it is valid.
 
     Checks the JSON schema (unknown, missing and mistyped keys), the augment list, the encoder against the
-    method's allowed encoders and ``encoder_args`` against the encoder's constructor. ``encoder`` is the encoder
+    method's allowed encoders, ``encoder_args`` against the encoder's constructor, and the method's own checks
+    (:meth:`SSLMethod.check_config`, on ``cfg`` with the schema's defaults filled in). ``encoder`` is the encoder
     used when ``cfg`` names none (the pretrain stage's ``encoder``).
     """
     _discover()
@@ -92,4 +93,5 @@ def validate_method_config(name: str, cfg: dict, key: str, encoder: str | None =
         accepted = encoder_args(chosen)
         problems += [f"config key '{key}.encoder_args.{k}': encoder {chosen!r} takes no argument {k!r} "
                      f"(accepted: {accepted})" for k in args if k not in accepted]
+    problems += METHODS[name].check_config({**METHODS[name].defaults(), **cfg}, key)
     return problems

@@ -3,7 +3,9 @@
 A method subclasses :class:`SSLMethod`, adds its heads in ``__init__(self, **kwargs)`` after
 ``super().__init__(**kwargs)``, implements :meth:`SSLMethod.loss` and declares its config keys in ``schema``
 (JSON schema ``properties`` with ``default`` values, and ``required``); ``encoders`` restricts the encoders it
-works with (None: any). ``self.cfg`` is the method config with the schema's defaults filled in.
+works with (None: any). ``self.cfg`` is the method config with the schema's defaults filled in. Optional hooks:
+:meth:`SSLMethod.check_config` (config checks beyond the JSON schema) and :meth:`SSLMethod.exported_heads`
+(heads saved with the pretrained encoder).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 
 import lightning as L
 import torch
+from torch import nn
 
 from ..augment.ecg import build_augment
 from ..models import ENCODERS, build_encoder
@@ -55,6 +58,9 @@ class SSLMethod(L.LightningModule):
             raise ValueError(f"method {self.method_name!r} needs encoder {' or '.join(map(repr, self.encoders))}, "
                              f"got {encoder!r}")
         self.cfg = {**self.defaults(), **cfg}
+        problems = self.check_config(self.cfg, f"pretrain.methods.{self.method_name}")
+        if problems:
+            raise ValueError(f"invalid {self.method_name} config:\n" + "\n".join(problems))
         self.in_channels, self.fs = in_channels, fs
         self.encoder = build_encoder(encoder, in_channels, **(encoder_args or {}))
         self.views = build_augment(self.cfg["augment"], fs, key=f"pretrain.methods.{self.method_name}.augment")
@@ -62,6 +68,22 @@ class SSLMethod(L.LightningModule):
     @classmethod
     def defaults(cls) -> dict:
         return {k: v["default"] for k, v in cls.schema.get("properties", {}).items() if "default" in v}
+
+    @classmethod
+    def check_config(cls, cfg: dict, key: str) -> list[str]:
+        """Problems of the method config ``cfg`` (with the schema's defaults filled in) beyond its JSON schema,
+        each as ``config key '<key>.<path>': <message>``; empty when there are none (the default).
+
+        Called by :func:`physiossl.methods.validate_method_config` and by the constructor (which raises a
+        ValueError listing them). ``cfg`` may also break the schema (wrong types, missing keys): those are
+        reported by the schema check, so an override checks only the values it can read.
+        """
+        return []
+
+    def exported_heads(self) -> dict[str, nn.Module]:
+        """Heads besides the encoder that downstream use needs, by name (default none). The pretrain stage
+        saves each one's ``state_dict()`` in the checkpoint's ``heads`` mapping."""
+        return {}
 
     @property
     def gather_distributed(self) -> bool:

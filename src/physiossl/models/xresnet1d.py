@@ -2,10 +2,14 @@
 
 Stem of three convolutions (32, 32, 64 channels, kernel 5, the first with stride 2) and a max-pool, then
 four stages of bottleneck blocks (expansion 4) that all have width 64, so the last stage has 256 channels;
-concatenated adaptive max- and average-pooling gives the 512-d representation.
+concatenated adaptive max- and average-pooling gives the 512-d representation. The stages downsample by
+``stage_strides`` (default (1, 2, 2, 2), as in the paper: total stride 32); smaller strides keep a finer feature
+time series (e.g. (1, 2, 1, 1): total stride 8) with the same parameters.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -31,7 +35,7 @@ class ResBlock(nn.Module):
         self.convs = nn.Sequential(*convs)
         idpath = []
         if stride != 1:
-            idpath.append(nn.AvgPool1d(2, ceil_mode=True))
+            idpath.append(nn.AvgPool1d(stride, ceil_mode=True))
         if nin != nout:
             idpath.append(conv_bn(nin, nout, 1, act=False))
         self.idpath = nn.Sequential(*idpath)
@@ -46,15 +50,31 @@ class ConcatPool1d(nn.Module):
         return torch.cat([x.amax(dim=-1), x.mean(dim=-1)], dim=1)
 
 
+DEFAULT_STAGE_STRIDES = (1, 2, 2, 2)
+
+
+def check_stage_strides(stage_strides: Sequence[int], n_stages: int) -> tuple[int, ...]:
+    """``stage_strides`` as a tuple; ValueError unless it is a sequence of ``n_stages`` positive integers."""
+    ok = (isinstance(stage_strides, Sequence) and not isinstance(stage_strides, str)
+          and len(stage_strides) == n_stages
+          and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in stage_strides))
+    if not ok:
+        raise ValueError(f"XResNet1d: stage_strides must be a list of {n_stages} positive integers (one stride per "
+                         f"stage, default {list(DEFAULT_STAGE_STRIDES)}), got {stage_strides!r}")
+    return tuple(int(s) for s in stage_strides)
+
+
 class XResNet1d(nn.Module):
     """Encoder: (B, C, T) → (B, 2 * width * expansion); ``features`` gives the (B, feature_dim = 256, T') map with
-    T' = ceil(T / stride), ``stride`` the total downsampling (32: the stem's stride-2 convolution and
-    max-pool, then stride 2 at the start of stages 2–4). ``layer_groups`` lists stem and stages from input
-    to output (for discriminative learning rates)."""
+    T' = ceil(T / stride), ``stride`` the total downsampling: 4 (the stem's stride-2 convolution and max-pool)
+    times the product of ``stage_strides``, the strides of the first block of each stage (default (1, 2, 2, 2):
+    stride 32). ``layer_groups`` lists stem and stages from input to output (for discriminative learning rates)."""
 
     def __init__(self, layers: list[int], in_channels: int = 12, expansion: int = 4, width: int = 64,
-                 ks: int = 5, stem: tuple[int, ...] = (32, 32, 64)):
+                 ks: int = 5, stem: tuple[int, ...] = (32, 32, 64),
+                 stage_strides: Sequence[int] = DEFAULT_STAGE_STRIDES):
         super().__init__()
+        self.stage_strides = check_stage_strides(stage_strides, len(layers))
         sizes = (in_channels, *stem)
         self.stem = nn.Sequential(
             *[conv_bn(sizes[i], sizes[i + 1], ks, stride=2 if i == 0 else 1) for i in range(len(stem))],
@@ -63,8 +83,7 @@ class XResNet1d(nn.Module):
         block_sizes = [stem[-1] // expansion] + [width] * len(layers)
         stages = []
         self.stride = self.stem[0][0].stride[0] * self.stem[-1].stride
-        for i, n_blocks in enumerate(layers):
-            stride = 1 if i == 0 else 2
+        for i, (n_blocks, stride) in enumerate(zip(layers, self.stage_strides)):
             self.stride *= stride
             stages.append(nn.Sequential(*[
                 ResBlock(expansion, block_sizes[i] if j == 0 else block_sizes[i + 1], block_sizes[i + 1],
@@ -86,9 +105,9 @@ class XResNet1d(nn.Module):
         return [self.stem, *self.stages]
 
 
-def xresnet1d50(in_channels: int = 12) -> XResNet1d:
-    return XResNet1d([3, 4, 6, 3], in_channels=in_channels)
+def xresnet1d50(in_channels: int = 12, stage_strides: Sequence[int] = DEFAULT_STAGE_STRIDES) -> XResNet1d:
+    return XResNet1d([3, 4, 6, 3], in_channels=in_channels, stage_strides=stage_strides)
 
 
-def xresnet1d101(in_channels: int = 12) -> XResNet1d:
-    return XResNet1d([3, 4, 23, 3], in_channels=in_channels)
+def xresnet1d101(in_channels: int = 12, stage_strides: Sequence[int] = DEFAULT_STAGE_STRIDES) -> XResNet1d:
+    return XResNet1d([3, 4, 23, 3], in_channels=in_channels, stage_strides=stage_strides)

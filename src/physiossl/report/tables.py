@@ -12,7 +12,8 @@ import pandas as pd
 from ..config import RANDOM_INIT, is_random_init
 
 PRETTY = {"simclr": "SimCLR", "byol": "BYOL", "cpc": "CPC", "moco_v2": "MoCo v2", "moco_v3": "MoCo v3",
-          "simsiam": "SimSiam", "swav": "SwAV", "barlow_twins": "Barlow Twins", "apc": "APC", "mpc": "MPC"}
+          "simsiam": "SimSiam", "swav": "SwAV", "barlow_twins": "Barlow Twins", "apc": "APC", "mpc": "MPC",
+          "simper": "SimPer"}
 SUBSET_KINDS = ("all", "fraction", "folds")
 PROTOCOL_ORDER = ("linear", "finetune")
 
@@ -29,12 +30,17 @@ ROBUSTNESS_COLUMNS = ["method", "display", "protocol", "level", "macro_auc"]
 NAN = float("nan")
 
 
+RANDOM_INIT_NAMES = {"linear": "random init, linear probe", "fft": "random init, FFT readout",
+                     "zero_shot": "random init, zero-shot linear probe"}
+
+
 def display_name(method: str, protocol: str, encoder: str | None = None) -> str:
     """Name shown in tables and figures: a random-init encoder under the linear protocol is the random-init linear
-    probe; fine-tuned, it is supervised training from scratch of that encoder."""
+    probe (likewise under the periodic protocols ``fft`` and ``zero_shot``); fine-tuned, it is supervised training
+    from scratch of that encoder."""
     if is_random_init(method):
-        if protocol == "linear":
-            return "random init, linear probe"
+        if protocol in RANDOM_INIT_NAMES:
+            return RANDOM_INIT_NAMES[protocol]
         return f"supervised {method[len(RANDOM_INIT) + 1:] or encoder or 'encoder'}"
     return PRETTY.get(method, method)
 
@@ -53,17 +59,24 @@ def _string(value, what: str) -> str:
     return value
 
 
+def parse_subset(subset: dict) -> dict:
+    """The ``subset`` entry of a result file as the columns subset, kind, value and n_train_records."""
+    kind = subset["kind"]
+    if kind not in SUBSET_KINDS:
+        raise ValueError(f"subset.kind must be one of {SUBSET_KINDS}, got {kind!r}")
+    if (subset["name"] == "all") != (kind == "all"):
+        raise ValueError(f"subset {subset['name']!r} of kind {kind!r}: only the subset 'all' has kind 'all'")
+    return {"subset": _string(subset["name"], "subset.name"), "kind": kind,
+            "value": _number(subset["value"], "subset.value", optional=kind == "all"),
+            "n_train_records": _number(subset["n_train_records"], "subset.n_train_records", integer=True)}
+
+
 def _parse(r: dict) -> dict:
     if not isinstance(r, dict):
         raise ValueError("the top level is not an object")
     method, protocol = _string(r["method"], "method"), _string(r["protocol"], "protocol")
     n_train = _number(r["n_records"]["train"], "n_records.train", integer=True)
     subset = r.get("subset", {"name": "all", "kind": "all", "value": None, "n_train_records": n_train})
-    kind = subset["kind"]
-    if kind not in SUBSET_KINDS:
-        raise ValueError(f"subset.kind must be one of {SUBSET_KINDS}, got {kind!r}")
-    if (subset["name"] == "all") != (kind == "all"):
-        raise ValueError(f"subset {subset['name']!r} of kind {kind!r}: only the subset 'all' has kind 'all'")
     ci = r.get("test_ci") or {}
     robustness = [(_number(e["level"], "robustness level", integer=True), _number(e["macro_auc"], "robustness AUC"))
                   for e in r.get("robustness") or []]
@@ -71,9 +84,7 @@ def _parse(r: dict) -> dict:
     encoder = r.get("encoder")
     return {
         "method": method, "display": display_name(method, protocol, encoder), "protocol": protocol,
-        "subset": _string(subset["name"], "subset.name"), "kind": kind,
-        "value": _number(subset["value"], "subset.value", optional=kind == "all"),
-        "n_train_records": _number(subset["n_train_records"], "subset.n_train_records", integer=True),
+        **parse_subset(subset),
         "test_macro_auc": _number(r["test_macro_auc"], "test_macro_auc"),
         "ci_low": _number(ci["low"], "test_ci.low", optional=True) if ci else NAN,
         "ci_high": _number(ci["high"], "test_ci.high", optional=True) if ci else NAN,
@@ -89,9 +100,10 @@ def _parse(r: dict) -> dict:
     }
 
 
-def _ordered(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Rows by protocol (linear first), pretrained methods before random-init ones, then ``by``."""
-    rank = df.protocol.map(lambda p: PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else len(PROTOCOL_ORDER))
+def ordered(df: pd.DataFrame, by: list[str], protocols: tuple[str, ...] = PROTOCOL_ORDER) -> pd.DataFrame:
+    """Rows by protocol (in the order of ``protocols``, then the others by name), pretrained methods before
+    random-init ones, then ``by``."""
+    rank = df.protocol.map(lambda p: protocols.index(p) if p in protocols else len(protocols))
     keys = df.assign(_protocol=rank, _random=df.method.map(is_random_init))
     return keys.sort_values(["_protocol", "protocol", "_random", "method", *by]).drop(columns=["_protocol", "_random"])
 
@@ -112,7 +124,7 @@ def load_results(paths: list[Path]) -> pd.DataFrame:
         seen[key] = path
         rows.append({**row, "source": str(path)})
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return _ordered(df, ["kind", "value"]).reset_index(drop=True)
+    return ordered(df, ["kind", "value"]).reset_index(drop=True)
 
 
 def main_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -120,9 +132,11 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
     return results.loc[results.subset == "all", TABLE_COLUMNS].reset_index(drop=True)
 
 
-def label_efficiency_table(results: pd.DataFrame) -> pd.DataFrame:
+def label_efficiency_table(results: pd.DataFrame, columns: list[str] = EFFICIENCY_COLUMNS,
+                           protocols: tuple[str, ...] = PROTOCOL_ORDER) -> pd.DataFrame:
     """Rows of the fraction and folds subsets plus, for each kind a protocol has, its ``all`` rows as fraction 1.0
-    or as all training folds; ``train_fraction`` is n_train_records over that of the full training set."""
+    or as all training folds; ``train_fraction`` is n_train_records over that of the full training set.
+    ``columns``: those kept (the score columns differ between experiments); rows ordered as :func:`ordered`."""
     subsets = results[results.kind.isin(["fraction", "folds"])]
     parts = [subsets]
     for (protocol, kind), _ in subsets.groupby(["protocol", "kind"]):
@@ -133,7 +147,7 @@ def label_efficiency_table(results: pd.DataFrame) -> pd.DataFrame:
     full_train = results.loc[results.subset == "all", "n_train_records"]
     reference = full_train.max() if len(full_train) else df.n_train_records.max()
     df["train_fraction"] = df.n_train_records / reference if len(df) else pd.Series(dtype=float)
-    return _ordered(df, ["kind", "n_train_records"])[EFFICIENCY_COLUMNS].reset_index(drop=True)
+    return ordered(df, ["kind", "n_train_records"], protocols)[columns].reset_index(drop=True)
 
 
 def robustness_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -153,16 +167,21 @@ def metrics(table: pd.DataFrame) -> dict:
 
 
 def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def interval_cell(value: float, low: float, high: float, digits: int = 4) -> str:
+    """``0.8895 [0.8712, 0.9050]`` (``digits`` decimals), or the value alone without an interval."""
+    if math.isnan(low) or math.isnan(high):
+        return _fmt(value, digits)
+    return f"{_fmt(value, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
 def auc_cell(auc: float, low: float, high: float) -> str:
     """``0.8895 [0.8712, 0.9050]``, or the AUC alone without an interval."""
-    if math.isnan(low) or math.isnan(high):
-        return _fmt(auc)
-    return f"{_fmt(auc)} [{_fmt(low)}, {_fmt(high)}]"
+    return interval_cell(auc, low, high)
 
 
 def _legend(table: pd.DataFrame) -> str:

@@ -21,17 +21,29 @@ from ..models import build_encoder
 from .common import resolve_device, write_json
 
 log = logging.getLogger(__name__)
-_AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
-def load_encoder(checkpoint: Path | None, encoder_name: str, in_channels: int) -> tuple[torch.nn.Module, dict]:
+def load_encoder(checkpoint: Path | None, encoder_name: str | None, in_channels: int,
+                 encoder_args: dict | None = None) -> tuple[torch.nn.Module, dict, dict]:
+    """The pretrained encoder of ``checkpoint``, or a randomly initialised ``encoder_name`` built with
+    ``encoder_args``; with a description for the result file and the heads saved with the encoder (e.g. SimPer's
+    series head: name → state dict)."""
     if checkpoint is None:
-        return build_encoder(encoder_name, in_channels), {"encoder": encoder_name, "init": "random"}
+        encoder_args = dict(encoder_args or {})
+        origin = {"encoder": encoder_name, "init": "random", **({"encoder_args": encoder_args} if encoder_args else {})}
+        return build_encoder(encoder_name, in_channels, **encoder_args), origin, {}
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     encoder = build_encoder(payload["encoder"], payload["in_channels"], **payload.get("encoder_args", {}))
     encoder.load_state_dict(payload["state_dict"])
     return encoder, {"encoder": payload["encoder"], "init": str(checkpoint), "pretrain_run_id": payload["run_id"],
-                     "pretrain_leakage": payload.get("leakage")}
+                     "pretrain_leakage": payload.get("leakage")}, payload.get("heads", {})
+
+
+def random_encoder_args(view: dict, random_encoder: str | None) -> dict:
+    """``pretrain.encoder_args`` for a random-init baseline of ``pretrain.encoder`` (none for other encoders)."""
+    pretrain = view["pretrain"]
+    return dict(pretrain.get("encoder_args", {})) if random_encoder == pretrain["encoder"] else {}
 
 
 def protocol_settings(ev: dict, protocol: str, method: str) -> dict:
@@ -79,12 +91,13 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
                 window=int(round(ev["window_s"] * fs)), stride=int(round(ev["stride_s"] * fs)),
                 aggregate=ev["aggregate"], batch_size=ev["batch_size"])
     device = resolve_device(view["pretrain"]["trainer"]["accelerator"])
-    encoder, origin = load_encoder(checkpoint, random_encoder, caches["train"].data.shape[1])
+    encoder, origin, _ = load_encoder(checkpoint, random_encoder, caches["train"].data.shape[1],
+                                      random_encoder_args(view, random_encoder))
     cfg = protocol_settings(ev, protocol, method)
     if protocol == "linear":
         result = linear_eval(encoder, task, cfg, device, view["seed"])
     elif protocol == "finetune":
-        autocast = _AUTOCAST.get(view["pretrain"]["trainer"]["precision"]) if device.type == "cuda" else None
+        autocast = AUTOCAST.get(view["pretrain"]["trainer"]["precision"]) if device.type == "cuda" else None
         result = finetune(encoder, task, cfg, device, view["seed"], crop=task.window, autocast_dtype=autocast)
     else:
         raise ValueError(f"unknown protocol {protocol!r}")
@@ -96,12 +109,11 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
         rb = ev["robustness"]
         robustness = robustness_curve(result["predict"], task.test, classes, rb["noise"], rb["levels"], view["seed"])
     predictions = Path(out).with_suffix(".npz")
-    _save_npz(predictions, y_true=labels["test"], y_score=result["test_scores"], bootstrap_ids=ids,
+    save_npz(predictions, y_true=labels["test"], y_score=result["test_scores"], bootstrap_ids=ids,
               record_id=np.array(caches["test"].record_ids.tolist(), dtype="U"), classes=np.array(classes, dtype="U"))
     summary = {
         "method": method, "protocol": protocol, "dataset": caches["train"].attrs["dataset"], "store": str(store),
-        "subset": {"name": subset, "kind": _subset_kind(subset), "value": _subset_value(subset),
-                   "n_train_records": len(caches["train"])},
+        "subset": subset_description(subset, len(caches["train"])),
         "label_set": ev["label_set"], "aggregate": ev["aggregate"], "seed": view["seed"],
         "folds": {"train": ev["train_folds"], "val": ev["val_fold"], "test": ev["test_fold"]},
         "n_records": {name: len(cache) for name, cache in caches.items()},
@@ -117,20 +129,17 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
     return summary
 
 
-def _subset_kind(subset: str) -> str:
-    return "all" if subset == ALL_LABELS else "fraction" if subset.startswith("frac") else "folds"
+def subset_description(subset: str, n_train_records: int) -> dict:
+    kind = "all" if subset == ALL_LABELS else "fraction" if subset.startswith("frac") else "folds"
+    value = None if kind == "all" else float(subset[4:]) if kind == "fraction" else int(subset[5:])
+    return {"name": subset, "kind": kind, "value": value, "n_train_records": n_train_records}
 
 
-def _subset_value(subset: str) -> float | int | None:
-    kind = _subset_kind(subset)
-    return None if kind == "all" else float(subset[4:]) if kind == "fraction" else int(subset[5:])
-
-
-def _save_npz(path: Path, **arrays) -> None:
+def save_npz(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
 
 
-__all__ = ["run", "load_encoder", "protocol_settings", "training_subset"]
+__all__ = ["run", "load_encoder", "protocol_settings", "random_encoder_args", "save_npz", "subset_description", "training_subset"]

@@ -34,6 +34,15 @@ def held_out_records(eval_store: Path, folds: list[int]) -> tuple[str, set[str]]
     return root.attrs["dataset"], set(ids.tolist())
 
 
+def method_encoder(pretrain: dict, method_cfg: dict) -> tuple[str, dict]:
+    """The encoder a method trains and its constructor arguments: the method's own ``encoder``/``encoder_args``,
+    else ``pretrain.encoder`` with ``pretrain.encoder_args`` (which apply only to that encoder)."""
+    encoder = method_cfg.get("encoder", pretrain["encoder"])
+    if "encoder_args" in method_cfg:
+        return encoder, dict(method_cfg["encoder_args"])
+    return encoder, dict(pretrain.get("encoder_args", {})) if encoder == pretrain["encoder"] else {}
+
+
 def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path) -> dict:
     """Pretrain ``method`` on the pretraining folds of ``stores`` (one store or the members of a pool).
 
@@ -57,7 +66,7 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
     log.info("leakage guard: %d held-out %s records (folds %s); excluded from the pool: %s",
              len(held_out), eval_dataset, held_out_folds, cache.excluded)
     method_cfg = p["methods"][method]
-    encoder, encoder_args = method_cfg.get("encoder", p["encoder"]), method_cfg.get("encoder_args", {})
+    encoder, encoder_args = method_encoder(p, method_cfg)
     crop = int(round(method_cfg.get("crop_s", p["crop_s"]) * cache.fs))
     dataset = CropDataset(cache, crop)
     batch_size = min(method_cfg.get("batch_size", trainer_cfg["batch_size"]), len(dataset))
@@ -102,6 +111,9 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
         "encoder": encoder, "encoder_args": encoder_args, "method": method, "state_dict": model.encoder.state_dict(),
         "in_channels": cache.data.shape[1], "fs": cache.fs, "crop": crop, "run_id": run_id, "leakage": leakage,
     }
+    heads = model.exported_heads()
+    if heads:
+        payload["heads"] = {name: head.state_dict() for name, head in heads.items()}
     save_torch_atomic(payload, out)
     write_json(out.with_suffix(".json"), summary)
     return summary

@@ -1,0 +1,40 @@
+# Periodic-target experiment (SimPer's protocols): regression of a store target (e.g. heart rate) from a
+# pretrained or randomly initialised encoder: linear, fine-tuning, FFT readout of the feature series, zero-shot.
+
+
+def periodic_results():
+    """Every result file of the periodic-target grid (none without a `periodic` section)."""
+    if "periodic" not in config:
+        return []
+    return [f"{RESULTS}/periodic/{method}/{protocol}/{subset}.json"
+            for method in config["periodic"]["methods"]
+            for protocol in config["periodic"]["protocols"]
+            for subset in eval_subsets(config, protocol, "periodic")]
+
+
+if "periodic" in config:
+
+    rule evaluate_periodic:
+        output:
+            result=f"{RESULTS}/periodic/{{method}}/{{protocol}}/{{subset}}.json",
+            predictions=f"{RESULTS}/periodic/{{method}}/{{protocol}}/{{subset}}.npz",
+        input:
+            store=store_path(config["evaluate"]["dataset"]),
+            checkpoint=pretrained,
+            code=code("models", "eval", "augment", "data/loading.py", "stages/evaluate.py", "stages/periodic.py"),
+        wildcard_constraints:
+            method=one_of(config["periodic"]["methods"]),
+            protocol=one_of(config["periodic"]["protocols"]),
+            subset=r"all|frac[0-9.e-]+|folds\d+",
+        params:
+            cfg=lambda wc: stage_view(config, "evaluate_periodic", protocol=wc.protocol, subset=wc.subset),
+            checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
+        threads: resources_of("evaluate")["threads"]
+        resources:
+            gpu=resources_of("evaluate")["gpu"],
+            mem_mb=resources_of("evaluate")["mem_mb"],
+            runtime=resources_of("evaluate")["runtime"],
+        shell:
+            "physiossl evaluate-periodic --configfile {CONFIGFILE} --method {wildcards.method}"
+            " --protocol {wildcards.protocol} --subset {wildcards.subset} --store {input.store} --out {output.result}"
+            " {params.checkpoint}"
