@@ -32,6 +32,7 @@ from bench_loader import machine_info  # noqa: E402
 
 from physiossl.config import validate_config  # noqa: E402
 from physiossl.methods import available, get_method  # noqa: E402
+from physiossl.stages.pretrain import method_encoder  # noqa: E402
 from physiossl.models import build_encoder  # noqa: E402
 
 FS = 100.0
@@ -58,9 +59,9 @@ class RandomBatches(Dataset):
 class Supervised(L.LightningModule):
     """The baseline: supervised multi-label training of the encoder with a linear head."""
 
-    def __init__(self, encoder: str):
+    def __init__(self, encoder: str, encoder_args: dict | None = None):
         super().__init__()
-        self.encoder = build_encoder(encoder)
+        self.encoder = build_encoder(encoder, **(encoder_args or {}))
         self.head = nn.Linear(self.encoder.out_dim, N_CLASSES)
 
     def training_step(self, batch, batch_idx):
@@ -123,15 +124,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     n = args.warmup + args.steps
     base_crop = int(round(pretrain["crop_s"] * FS))
-    baseline = samples_per_s(Supervised(pretrain["encoder"]), RandomBatches(n, args.batch, base_crop, labels=True),
+    baseline = samples_per_s(Supervised(pretrain["encoder"], pretrain.get("encoder_args", {})), RandomBatches(n, args.batch, base_crop, labels=True),
                              args.batch, args.steps, args.warmup, args.device, args.precision)
     print(f"{'supervised':<14} {pretrain['encoder']:<12} crop {base_crop:>5}  {baseline:9.1f} samples/s  1.00x")
     results = {"supervised": baseline}
     for name in methods:
         cfg = pretrain["methods"][name]
         crop = int(round(cfg.get("crop_s", pretrain["crop_s"]) * FS))
-        encoder = cfg.get("encoder", pretrain["encoder"])
-        module = get_method(name)(cfg=cfg, encoder=encoder, fs=FS, encoder_args=cfg.get("encoder_args", {}))
+        encoder, encoder_args = method_encoder(pretrain, cfg)
+        module = get_method(name)(cfg=cfg, encoder=encoder, fs=FS, encoder_args=encoder_args)
         rate = samples_per_s(module, RandomBatches(n, args.batch, crop), args.batch, args.steps, args.warmup,
                              args.device, args.precision)
         results[name] = rate
