@@ -51,6 +51,26 @@ def _ylim(ax, values) -> None:
     ax.set_ylim(max(0.0, min(0.5, low - 0.05)), 1.0)
 
 
+def efficiency_curves(ax, df: pd.DataFrame, score: str, colours: dict) -> None:
+    """On ``ax``: one line per method and subset kind of a label-efficiency table (``score`` against the fraction
+    of labelled training records, log scale) with its bootstrap interval as a band; a method and kind without any
+    partial-label run are skipped."""
+    for (method, kind), rows in df.groupby(["method", "kind"]):
+        if not (rows.train_fraction < 1).any():
+            continue
+        rows = rows.sort_values("train_fraction")
+        style, marker, suffix = KIND_STYLES.get(kind, (":", "^", f" ({kind})"))
+        x = rows.train_fraction.to_numpy(dtype=float)
+        ax.plot(x, rows[score].to_numpy(dtype=float), style, marker=marker, ms=4, color=colours[method],
+                label=rows.display.iloc[0] + suffix)
+        low, high = rows.ci_low.to_numpy(dtype=float), rows.ci_high.to_numpy(dtype=float)
+        if np.isfinite(low).any():
+            ax.fill_between(x, low, high, color=colours[method], alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of labelled training records")
+    ax.grid(alpha=0.3, which="both")
+
+
 def macro_auc_bars(table: pd.DataFrame, out: Path, title: str, colours: dict | None = None) -> None:
     """Test macro AUC per protocol (panels) and method (bars) with the bootstrap interval as error bars."""
     if not len(table):
@@ -81,19 +101,8 @@ def label_efficiency_lines(df: pd.DataFrame, out: Path, title: str, colours: dic
     protocols = _protocols(df)
     fig, axes = _panels(len(protocols))
     for ax, protocol in zip(axes, protocols):
-        for (method, kind), rows in df[df.protocol == protocol].groupby(["method", "kind"]):
-            rows = rows.sort_values("train_fraction")
-            style, marker, suffix = KIND_STYLES.get(kind, (":", "^", f" ({kind})"))
-            x = rows.train_fraction.to_numpy(dtype=float)
-            ax.plot(x, rows.test_macro_auc, style, marker=marker, ms=4, color=colours[method],
-                    label=rows.display.iloc[0] + suffix)
-            low, high = rows.ci_low.to_numpy(dtype=float), rows.ci_high.to_numpy(dtype=float)
-            if np.isfinite(low).any():
-                ax.fill_between(x, low, high, color=colours[method], alpha=0.15, lw=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("fraction of labelled training records")
+        efficiency_curves(ax, df[df.protocol == protocol], "test_macro_auc", colours)
         ax.set_title(PROTOCOL_TITLES.get(protocol, protocol), fontsize=9)
-        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="best")
         _ylim(ax, np.r_[df.test_macro_auc, df.ci_low])
     axes[0].set_ylabel("test macro AUC")

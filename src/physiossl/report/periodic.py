@@ -13,7 +13,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .figures import KIND_STYLES, _empty, _save, method_colours
+from .figures import _empty, _panels, _save, efficiency_curves, method_colours
 from .tables import _fmt, _number, _string, display_name, interval_cell, label_efficiency_table, ordered, parse_subset
 
 PROTOCOLS = ("linear", "finetune", "fft", "zero_shot")
@@ -363,32 +363,18 @@ def label_efficiency_figure(efficiency: pd.DataFrame, out: Path, title: str, col
         return _empty(out, title, "no periodic label-efficiency runs in this configuration")
     colours = colours or method_colours(efficiency.method)
     protocols = [p for p in PROTOCOLS if p in set(efficiency.protocol)]
-    fig, axes = plt.subplots(1, len(protocols), figsize=(0.6 + 4.2 * len(protocols), 3.4), sharey=True,
-                             squeeze=False)
-    for ax, protocol in zip(axes[0], protocols):
+    fig, axes = _panels(len(protocols))
+    for ax, protocol in zip(axes, protocols):
         runs = efficiency[efficiency.protocol == protocol]
         partial = set(runs.method[runs.subset != "all"])
         for method, rows in runs[~runs.method.isin(partial)].groupby("method"):
             ax.plot([1.0], rows.test_mae.iloc[:1], "D", ms=5, color=colours[method],
                     label=f"{rows.display.iloc[0]} (all labels only)")
-        for (method, kind), rows in runs[runs.method.isin(partial)].groupby(["method", "kind"]):
-            if not (rows.subset != "all").any():
-                continue
-            rows = rows.sort_values("train_fraction")
-            style, marker, suffix = KIND_STYLES.get(kind, (":", "^", f" ({kind})"))
-            x = rows.train_fraction.to_numpy(dtype=float)
-            ax.plot(x, rows.test_mae.to_numpy(dtype=float), style, marker=marker, ms=4, color=colours[method],
-                    label=rows.display.iloc[0] + suffix)
-            low, high = rows.ci_low.to_numpy(dtype=float), rows.ci_high.to_numpy(dtype=float)
-            if np.isfinite(low).any():
-                ax.fill_between(x, low, high, color=colours[method], alpha=0.15, lw=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("fraction of labelled training records")
+        efficiency_curves(ax, runs[runs.method.isin(partial)], "test_mae", colours)
         ax.set_title(PROTOCOL_TITLES.get(protocol, protocol), fontsize=9)
-        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="best")
         ax.set_ylim(bottom=0.0)
-    axes[0][0].set_ylabel(f"test MAE{' (' + units + ')' if units else ''}")
+    axes[0].set_ylabel(f"test MAE{' (' + units + ')' if units else ''}")
     _save(fig, out, title)
 
 
