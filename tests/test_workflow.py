@@ -255,7 +255,7 @@ def test_periodic_grid_runs_through_snakemake_and_its_dvc_export(tmp_path):
     for method in ("simper", "random"):
         for protocol in ("linear", "fft", "zero_shot", "finetune"):
             assert re.search(rf"^{method},[^\n]*,{protocol},", table, re.M), (method, protocol, table)
-    assert "heart_rate" in (report / "periodic.md").read_text()
+    assert "heart rate regression" in (report / "periodic.md").read_text()
     for figure in ("periodic", "periodic_label_efficiency"):
         assert (report / f"{figure}.png").stat().st_size > 1000
     metrics = json.loads((report / "metrics.json").read_text())
