@@ -302,3 +302,24 @@ def test_writer_counts_reasons(tmp_path):
     assert entry["nan_reasons"] == {"flat signal": 1, "leads disagree": 1, "too short": 1}
     hr = root["targets/heart_rate"][:]
     assert hr[0] == pytest.approx(60.0) and np.isnan(hr[1:]).all()
+
+
+def test_worker_processes_give_the_same_rates_in_the_same_order(tmp_path, monkeypatch):
+    import physiossl.data.store as store
+
+    monkeypatch.setattr(store, "SHARD_RECORDS", 8)  # several shards, each derived in the worker processes
+    monkeypatch.setattr(store, "CHUNK_RECORDS", 4)
+    for workers in (1, 2):
+        with EcgStoreWriter.open(tmp_path / f"w{workers}.zarr", capacity=20, n_samples=1000, fs=100,
+                                 workers=workers) as w:
+            _append_demo(w, 20)
+            w.append(np.zeros((12, 1000), np.float32), meta={"record_id": "flat", "fold": 1})
+            _finish(w)
+    one, two = open_store(tmp_path / "w1.zarr"), open_store(tmp_path / "w2.zarr")
+    np.testing.assert_array_equal(one["targets/heart_rate"][:], two["targets/heart_rate"][:])
+    assert np.isnan(two["targets/heart_rate"][-1]) and two.attrs["targets"] == one.attrs["targets"]
+    assert two.attrs["targets"]["heart_rate"]["nan_reasons"] == {"flat signal": 1}
+    with pytest.raises(StoreError, match="workers"):
+        with EcgStoreWriter.open(tmp_path / "w0.zarr", capacity=1, n_samples=1000, fs=100, workers=0):
+            pass
+    assert not (tmp_path / "w0.zarr").exists()

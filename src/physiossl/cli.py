@@ -29,7 +29,8 @@ def _cmd_convert(args) -> dict:
     raw = Path(args.raw)
     if not raw.is_dir():
         raise FileNotFoundError(f"{raw}: raw tree not found (run `physiossl download` or `physiossl demo` first)")
-    return get_source(args.dataset).convert(raw, Path(args.out), fs=args.fs, max_quarantine_fraction=args.max_quarantine)
+    return get_source(args.dataset).convert(raw, Path(args.out), fs=args.fs, max_quarantine_fraction=args.max_quarantine,
+                                            workers=args.workers)
 
 
 def _cmd_pretrain(args) -> dict:
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fs", type=int, default=100, help="sampling rate of the store in Hz (default 100)")
     p.add_argument("--max-quarantine", type=float, default=0.01,
                    help="fail when more than this fraction of records is quarantined (default 0.01)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes that derive the heart rates from the signals (default 1)")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining of one method")

@@ -32,7 +32,9 @@ def _dag_jobs(configfile: Path, snakefile: Path):
 
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, dryrun=True)) as api:
         workflow_api = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
+            # enough cores that no job's configured threads are capped: a command that passes {threads} on (convert)
+            # reads the configured value whatever machine exports the file
+            resource_settings=ResourceSettings(cores=1024),
             config_settings=ConfigSettings(configfiles=[configfile]),
             snakefile=snakefile, workdir=snakefile.parent,
         )

@@ -46,6 +46,7 @@ rule convert:
         cfg=lambda wc: stage_view(config, "convert", dataset=wc.dataset),
         source=lambda wc: source_of(wc.dataset),
         max_quarantine=lambda wc: config["datasets"][wc.dataset]["max_quarantine_fraction"],
+    threads: resources_of("convert")["threads"] if "convert" in config["resources"] else 1
     shell:
         "physiossl convert {params.source} --raw {input.raw} --out {output.store} --fs {wildcards.fs}"
-        " --max-quarantine {params.max_quarantine}"
+        " --max-quarantine {params.max_quarantine} --workers {threads}"

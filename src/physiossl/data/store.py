@@ -18,7 +18,10 @@ import csv
 import logging
 import warnings
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from itertools import repeat
+from multiprocessing import get_context
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -66,15 +69,20 @@ class EcgStoreWriter:
     """Append records one by one; signals go to disk shard by shard, metadata is written at the end.
 
     Use :meth:`open` as a context manager: the store only appears at ``path`` when the block finishes
-    without an exception and :meth:`finish` was called. The writer derives ``targets/heart_rate`` from each
-    record as it is appended (:func:`physiossl.data.targets.heart_rate`), at the sampling rate ``fs`` given
-    to :meth:`open`, which is also the store's ``fs`` attribute.
+    without an exception and :meth:`finish` was called. The writer derives ``targets/heart_rate`` of every
+    record (:func:`physiossl.data.targets.heart_rate`) at the sampling rate ``fs`` given to :meth:`open`, which
+    is also the store's ``fs`` attribute, shard by shard as the signals are written: with ``workers`` > 1 in that
+    many processes (the R-peak detector is pure Python, so threads would not help).
     """
 
-    def __init__(self, root: zarr.Group, capacity: int, n_samples: int, fs: float):
+    def __init__(self, root: zarr.Group, capacity: int, n_samples: int, fs: float, workers: int = 1):
         self.root = root
         self.n_samples = n_samples
         self.fs = _positive_fs(fs)
+        if workers < 1:
+            raise StoreError(f"workers must be at least 1, got {workers}")
+        self.workers = int(workers)
+        self._pool: ProcessPoolExecutor | None = None
         self.signals = root.create_array(
             "signals", shape=(capacity, len(LEADS), n_samples), dtype="float32",
             chunks=(CHUNK_RECORDS, len(LEADS), n_samples),
@@ -97,12 +105,17 @@ class EcgStoreWriter:
 
     @classmethod
     @contextmanager
-    def open(cls, path: Path, capacity: int, n_samples: int, fs: float) -> Iterator["EcgStoreWriter"]:
-        """A writer for at most ``capacity`` records of at most ``n_samples`` samples at ``fs`` Hz."""
+    def open(cls, path: Path, capacity: int, n_samples: int, fs: float,
+             workers: int = 1) -> Iterator["EcgStoreWriter"]:
+        """A writer for at most ``capacity`` records of at most ``n_samples`` samples at ``fs`` Hz, deriving the
+        heart rates in ``workers`` processes."""
         with atomic_dir(Path(path)) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            writer = cls(root, max(capacity, 1), n_samples, fs)
-            yield writer
+            writer = cls(root, max(capacity, 1), n_samples, fs, workers)
+            try:
+                yield writer
+            finally:
+                writer.close()
             if not writer.finished:
                 raise RuntimeError(f"{path}: EcgStoreWriter.finish() was not called")
 
@@ -143,7 +156,6 @@ class EcgStoreWriter:
             if name not in self.xrefs:
                 self.xrefs[name] = [""] * (self.n_records - 1)
             self.xrefs[name].append(str(value))
-        self.heart_rates.append(self._heart_rate(signal))
         if norm:
             x = signal.astype(np.float64)
             self._sum += x.sum(axis=1)
@@ -152,19 +164,36 @@ class EcgStoreWriter:
         if self._buffered == SHARD_RECORDS:
             self._flush()
 
-    def _heart_rate(self, signal: np.ndarray) -> float:
+    def _derive_heart_rates(self) -> None:
+        """Heart rates of the buffered records (each on its valid samples), in order."""
         from .targets import heart_rate  # targets.py imports this module's LEADS
 
-        value, reason = heart_rate(signal, self.fs)
-        if reason is not None:
-            self.heart_rate_reasons[reason] += 1
-        return value
+        lengths = self.lengths[self._written:self._written + self._buffered]
+        signals = [self._buffer[i, :, :t] for i, t in enumerate(lengths)]
+        if self.workers > 1:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+            chunk = max(1, len(signals) // (4 * self.workers))
+            results = list(self._pool.map(heart_rate, signals, repeat(self.fs), chunksize=chunk))
+        else:
+            results = [heart_rate(x, self.fs) for x in signals]
+        for value, reason in results:
+            self.heart_rates.append(value)
+            if reason is not None:
+                self.heart_rate_reasons[reason] += 1
 
     def _flush(self) -> None:
         if self._buffered:
+            self._derive_heart_rates()
             self.signals[self._written:self._written + self._buffered] = self._buffer[: self._buffered]
             self._written += self._buffered
             self._buffered = 0
+
+    def close(self) -> None:
+        """Stop the worker processes (:meth:`open` does this when its block ends)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def finish(self, *, dataset: str, source_version: str, label_sets: dict[str, Sequence[str]], provenance: dict,
                norm_folds: Sequence[int], extra_attrs: dict | None = None) -> None:

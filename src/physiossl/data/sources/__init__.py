@@ -2,7 +2,8 @@
 
 - ``download(out_dir, url=..., progress=True)``: fetch and verify the raw tree;
 - ``demo(out_dir, n_records=..., seed=...)``: write a small tree in the real format;
-- ``convert(raw_dir, out, fs=..., max_quarantine_fraction=..., ...)``: raw tree → store.
+- ``convert(raw_dir, out, fs=..., max_quarantine_fraction=..., workers=1, ...)``: raw tree → store (``workers``:
+  processes that derive the heart rates, see :class:`physiossl.data.store.EcgStoreWriter`).
 
 Adding a dataset means adding one module here and a config entry.
 """

@@ -532,7 +532,7 @@ def _resampler(native: float, fs: int) -> Callable[[np.ndarray], np.ndarray] | N
 
 def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: float = 0.01,
             norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True, layout: str = "auto",
-            fold_seed: int = FOLD_SEED) -> dict:
+            fold_seed: int = FOLD_SEED, workers: int = 1) -> dict:
     """Chapman–Shaoxing tree (figshare or PhysioNet WFDB release) → ECG store at ``fs`` Hz.
 
     500 Hz records are resampled with ``scipy.signal.resample_poly`` (anti-aliased polyphase filter); at
@@ -553,15 +553,17 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     provenance["folds"] = (f"iterative multi-label stratification on label set 'all', records sorted by name, "
                            f"seed {fold_seed}; record-level (no patient ids in the release)")
     return _write(candidates, raw_dir, out, fs, label_sets, provenance, version, max_quarantine_fraction,
-                  norm_folds, progress)
+                  norm_folds, progress, workers)
 
 
 def _write(candidates: list[_Candidate], raw_dir: Path, out: Path, fs: int, label_sets: dict, provenance: dict,
-           version: str, max_quarantine_fraction: float, norm_folds: Sequence[int], progress: bool) -> dict:
+           version: str, max_quarantine_fraction: float, norm_folds: Sequence[int], progress: bool,
+           workers: int) -> dict:
     n_samples = int(math.ceil(10 * fs))
     norm_folds = set(int(f) for f in norm_folds)
     quarantine: list[tuple[str, str]] = []
-    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs) as writer:
+    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs,
+                             workers=workers) as writer:
         for cand in tqdm(candidates, desc=f"chapman → {out.name}", unit="rec", disable=not progress):
             try:
                 if cand.error:

@@ -314,7 +314,7 @@ def _resampler(native: float, fs: int) -> Callable[[np.ndarray], np.ndarray] | N
 
 def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: float = 0.01,
             norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True,
-            max_seconds: float = DEFAULT_MAX_SECONDS, allow_unknown_codes: bool = False) -> dict:
+            max_seconds: float = DEFAULT_MAX_SECONDS, allow_unknown_codes: bool = False, workers: int = 1) -> dict:
     """Challenge-2020 tree → ECG store at ``fs`` Hz (see the module docstring for every decision)."""
     raw_dir, out = Path(raw_dir), Path(out)
     if not raw_dir.is_dir():
@@ -339,7 +339,8 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     unknown: set[str] = set()
     sources: dict[str, int] = {}
     norm_folds = set(int(f) for f in norm_folds)
-    with EcgStoreWriter.open(out, capacity=len(headers), n_samples=n_samples, fs=fs) as writer:
+    with EcgStoreWriter.open(out, capacity=len(headers), n_samples=n_samples, fs=fs,
+                             workers=workers) as writer:
         for hea in tqdm(headers, desc=f"cinc2020 → {out.name}", unit="rec", disable=not progress):
             key = hea.relative_to(raw_dir).with_suffix("").as_posix()
             try:

@@ -737,7 +737,8 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
             norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True, *,
             parts: Iterable[int] | None = None, amplitude_scale: float | None = None,
             min_seconds: float = DEFAULT_MIN_SECONDS, max_abs_mv: float = MAX_ABS_MV,
-            block_rows: int = BLOCK_ROWS, probe_rows: int = PROBE_ROWS) -> dict:
+            block_rows: int = BLOCK_ROWS, probe_rows: int = PROBE_ROWS,
+            workers: int = 1) -> dict:
     """CODE-15% tree → ECG store at ``fs`` Hz (see the module docstring for every decision).
 
     ``parts``: convert only the exams whose ``trace_file`` is one of these parts (the others are out of
@@ -757,7 +758,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     try:
         summary = _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, exams, csv_path,
                            part_files, selected, amplitude_scale, min_seconds, max_abs_mv, block_rows,
-                           probe_rows, hasher)
+                           probe_rows, hasher, workers)
     except BaseException:
         hasher.cancel()
         raise
@@ -765,7 +766,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
 
 
 def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, exams, csv_path, part_files,
-             selected, amplitude_scale, min_seconds, max_abs_mv, block_rows, probe_rows, hasher) -> dict:
+             selected, amplitude_scale, min_seconds, max_abs_mv, block_rows, probe_rows, hasher, workers) -> dict:
     # ---- HDF5 index: exam_id → [(part, row)]
     locations: dict[int, list[tuple[str, int]]] = {}
     padding_rows: dict[str, int] = {}
@@ -845,7 +846,8 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, ex
     norm_folds = set(int(f) for f in norm_folds)
     n_padded = 0
     prepare = {"factor": decision["factor"], "ratio": ratio, "min_samples": min_samples, "max_abs_mv": max_abs_mv}
-    with EcgStoreWriter.open(out, capacity=n_planned, n_samples=n_samples, fs=fs) as writer:
+    with EcgStoreWriter.open(out, capacity=n_planned, n_samples=n_samples, fs=fs,
+                             workers=workers) as writer:
         bar = tqdm(total=n_planned, desc=f"code15 → {out.name}", unit="rec", disable=not progress)
         for name, rows_of in plan.items():
             for row, result in iter_hdf5_records(part_files[name], rows_of, block_rows=block_rows, **prepare):

@@ -177,7 +177,8 @@ def _extra_annotations(gold_path: Path, n: int) -> tuple[dict[str, tuple[Path, l
 def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: float = 0.01,
             norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True, *,
             amplitude_scale: float | None = None, min_seconds: float = DEFAULT_MIN_SECONDS,
-            max_abs_mv: float = MAX_ABS_MV, block_rows: int = BLOCK_ROWS, probe_rows: int = PROBE_ROWS) -> dict:
+            max_abs_mv: float = MAX_ABS_MV, block_rows: int = BLOCK_ROWS, probe_rows: int = PROBE_ROWS,
+            workers: int = 1) -> dict:
     """CODE test set tree → ECG store at ``fs`` Hz (see the module docstring)."""
     raw_dir, out = Path(raw_dir), Path(out)
     if not raw_dir.is_dir():
@@ -200,7 +201,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     try:
         return _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5_path, n, n_raw,
                         attributes, gold, extras, skipped, amplitude_scale, min_seconds, max_abs_mv, block_rows,
-                        probe_rows, hasher)
+                        probe_rows, hasher, workers)
     except BaseException:
         hasher.cancel()
         raise
@@ -208,7 +209,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
 
 def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5_path, n, n_raw, attributes,
              gold, extras, skipped, amplitude_scale, min_seconds, max_abs_mv, block_rows, probe_rows,
-             hasher) -> dict:
+             hasher, workers) -> dict:
     quarantine: list[tuple[str, str]] = []
     gold_rows = _label_rows(gold)
     candidates = []
@@ -227,7 +228,8 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5
     norm_folds = set(int(f) for f in norm_folds)
     ages, sexes = attributes["age"].tolist(), attributes["sex"].tolist()
     n_padded = 0
-    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs) as writer:
+    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs,
+                             workers=workers) as writer:
         for row, result in tqdm(iter_hdf5_records(h5_path, candidates, block_rows=block_rows, **prepare),
                                 total=len(candidates), desc=f"codetest → {out.name}", unit="rec",
                                 disable=not progress):

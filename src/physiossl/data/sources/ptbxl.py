@@ -203,7 +203,7 @@ def _resampler(native: int, fs: int):
 
 
 def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: float = 0.01,
-            norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True) -> dict:
+            norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True, workers: int = 1) -> dict:
     """PTB-XL tree → ECG store at ``fs`` Hz; unreadable records go to ``<out>.quarantine.csv``."""
     raw_dir, out = Path(raw_dir), Path(out)
     db_path = raw_dir / "ptbxl_database.csv"
@@ -222,7 +222,8 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     quarantine: list[tuple[str, str]] = []
     seen: set[str] = set()
     norm_folds = set(int(f) for f in norm_folds)
-    with EcgStoreWriter.open(out, capacity=len(db), n_samples=n_samples, fs=fs) as writer:
+    with EcgStoreWriter.open(out, capacity=len(db), n_samples=n_samples, fs=fs,
+                             workers=workers) as writer:
         for row in tqdm(db.itertuples(index=False), total=len(db), desc=f"ptbxl → {out.name}", unit="rec", disable=not progress):
             rid = str(row.ecg_id)
             try:
