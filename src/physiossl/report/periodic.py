@@ -5,7 +5,6 @@ and DVC metrics."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .figures import _empty, _panels, _save, efficiency_curves, method_colours
-from .tables import _fmt, _number, _string, display_name, interval_cell, label_efficiency_table, ordered, parse_subset
+from .tables import (_fmt, _number, _string, display_name, interval_cell, label_efficiency_table, ordered,
+                     parse_results, parse_subset)
 
 PROTOCOLS = ("linear", "finetune", "fft", "zero_shot")
 REGIONS = ("seen", "interpolation", "extrapolation")
@@ -113,17 +113,8 @@ def load_periodic(paths: list[Path]) -> pd.DataFrame:
     """One row per periodic result file (columns ``RESULT_COLUMNS``; ``predictions``: the path of its ``.npz``);
     ValueError naming the file for a malformed one, naming both files for two results of the same method,
     protocol and subset, and for results of different targets or units."""
-    rows, seen, first = [], {}, None
-    for path in paths:
-        try:
-            row = _parse(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            raise ValueError(f"{path}: not a physiossl periodic result file ({type(exc).__name__}: {exc})") from exc
-        key = (row["method"], row["protocol"], row["subset"])
-        if key in seen:
-            raise ValueError(f"{seen[key]} and {path}: two periodic results for method {key[0]!r}, protocol "
-                             f"{key[1]!r}, subset {key[2]!r}")
-        seen[key] = path
+    rows, first = [], None
+    for path, row in parse_results(paths, _parse, "periodic result"):
         if first is None:
             first = (path, row["target"], row["units"])
         elif (row["target"], row["units"]) != first[1:]:

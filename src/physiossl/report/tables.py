@@ -108,21 +108,28 @@ def ordered(df: pd.DataFrame, by: list[str], protocols: tuple[str, ...] = PROTOC
     return keys.sort_values(["_protocol", "protocol", "_random", "method", *by]).drop(columns=["_protocol", "_random"])
 
 
+def parse_results(paths: list[Path], parse, kind: str) -> list[tuple[Path, dict]]:
+    """(path, ``parse``\ d row) of every result file; ValueError naming the file for a malformed one and naming
+    both files for two results of the same method, protocol and subset (``kind`` names the sort of file)."""
+    out, seen = [], {}
+    for path in paths:
+        try:
+            row = parse(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(f"{path}: not a physiossl {kind} file ({type(exc).__name__}: {exc})") from exc
+        key = (row["method"], row["protocol"], row["subset"])
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {path}: two {kind}s for method {key[0]!r}, protocol {key[1]!r}, "
+                             f"subset {key[2]!r}")
+        seen[key] = path
+        out.append((path, row))
+    return out
+
+
 def load_results(paths: list[Path]) -> pd.DataFrame:
     """One row per result file (columns ``RESULT_COLUMNS``); ValueError naming the file for a malformed one and
     naming both files for two results of the same method, protocol and subset."""
-    rows, seen = [], {}
-    for path in paths:
-        try:
-            row = _parse(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{path}: not a physiossl result file ({type(exc).__name__}: {exc})") from exc
-        key = (row["method"], row["protocol"], row["subset"])
-        if key in seen:
-            raise ValueError(f"{seen[key]} and {path}: two results for method {key[0]!r}, protocol {key[1]!r}, "
-                             f"subset {key[2]!r}")
-        seen[key] = path
-        rows.append({**row, "source": str(path)})
+    rows = [{**row, "source": str(path)} for path, row in parse_results(paths, _parse, "result")]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     return ordered(df, ["kind", "value"]).reset_index(drop=True)
 
