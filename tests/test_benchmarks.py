@@ -68,3 +68,15 @@ def test_bench_methods_runs_every_method():
     for name in methods:
         assert re.search(rf"^ratio {name}/supervised: \d+\.\d{{3}}x$", out, re.M), (name, out)
     assert re.search(r"^cpc\s+cpc\s+crop\s+250\s", out, re.M), out
+
+
+TARGETS_SCRIPT = SCRIPT.with_name("bench_targets.py")
+
+
+def test_bench_targets_runs():
+    """bench_targets.py on a few records: the heart-rate derivation timed against resampling, with its accuracy."""
+    proc = subprocess.run([sys.executable, str(TARGETS_SCRIPT), "--records", "6", "--fs", "100", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^ratio heart_rate/resample \(100 Hz\): \d+\.\d{2}x, \d+ records/s$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"accuracy vs spec rate \(100 Hz\): valid \d+\.\d%", proc.stdout), proc.stdout

@@ -379,6 +379,12 @@ def test_cli_convert(real_tree, tmp_path, capsys):
     assert_cli_converts(capsys, "chapman", real_tree, tmp_path / "cli.zarr", 1, "--fs", "100")
 
 
+def test_cli_convert_derives_heart_rates_in_worker_processes(real_tree, tmp_path, capsys):
+    root = assert_cli_converts(capsys, "chapman", real_tree, tmp_path / "workers.zarr", 1, "--fs", "100",
+                               "--workers", "2")
+    assert abs(float(root["targets/heart_rate"][0]) - float(root["targets/ventricular_rate"][0])) < 3
+
+
 # --------------------------------------------------------------------------------------------- download
 @pytest.fixture
 def file_server(http_dir):
