@@ -1,15 +1,17 @@
-# physiossl workflow: download/demo → convert → pretrain → evaluate → report.
+# physiossl workflow: download/demo → convert → pretrain → evaluate → report (ECG, section `experiment`) and
+# download/demo → convert-sleep → train-sleep → sleep report (sleep sound, section `sleep`).
 # The DAG is defined here and in workflow/rules/*.smk only; `physiossl export-dvc` derives dvc.yaml from it.
 #   snakemake --cores all                                   # the offline demo (config/config.yaml)
 #   snakemake --cores all --configfile config/paper_ecg.yaml
+#   snakemake --cores all --configfile config/demo_sleep.yaml           # the sleep-staging demo
 #   snakemake --profile workflow/profiles/slurm --configfile config/paper_ecg.yaml
 import os
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from physiossl.config import (eval_subsets, pretrain_members, pretrained_methods, random_init_encoder, stage_view,
-                              validate_config)
+from physiossl.config import (eval_subsets, pretrain_members, pretrained_methods, random_init_encoder, sleep_datasets,
+                              sleep_runs, stage_view, validate_config)
 
 min_version("9.0")
 
@@ -34,20 +36,29 @@ RESULTS = config["paths"]["results"]
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/pretrain.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/periodic.smk"
-include: "workflow/rules/report.smk"
+
+
+if "experiment" in config:
+
+    include: "workflow/rules/pretrain.smk"
+    include: "workflow/rules/evaluate.smk"
+    include: "workflow/rules/periodic.smk"
+    include: "workflow/rules/report.smk"
+
+
+if "sleep" in config:
+
+    include: "workflow/rules/sleep.smk"
 
 
 localrules:
     all,
     demo_data,
     download_data,
-    report,
 
 
 rule all:
     default_target: True
     input:
-        rules.report.output,
+        rules.report.output if "experiment" in config else [],
+        rules.sleep_report.output if "sleep" in config else [],

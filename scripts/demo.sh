@@ -16,8 +16,9 @@ for arg in "$@"; do
     previous="$arg"
 done
 results=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['paths']['results'])" "$config")
-if [ "$dry_run" = false ] && [ -f "$results/report/table.md" ]; then
-    cat "$results/report/table.md"
-    [ -f "$results/report/periodic.md" ] && { echo; cat "$results/report/periodic.md"; }
+if [ "$dry_run" = false ] && [ -d "$results/report" ]; then
+    for table in table.md periodic.md sleep.md; do
+        [ -f "$results/report/$table" ] && { cat "$results/report/$table"; echo; }
+    done
     echo "figures and CSV tables: $results/report/"
 fi

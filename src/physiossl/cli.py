@@ -33,6 +33,44 @@ def _cmd_convert(args) -> dict:
                                             workers=args.workers)
 
 
+def _cmd_convert_sleep(args) -> dict:
+    from .data.sources import get_source, source_kind
+    config = load_config(args.configfile)
+    if args.dataset not in config["datasets"]:
+        raise ConfigError(f"{args.configfile}: no dataset '{args.dataset}' under 'datasets'")
+    if "sleep" not in config:
+        raise ConfigError(f"{args.configfile}: no 'sleep' section: sleep stores take their features from sleep.features")
+    ds = stage_view(config, "convert_sleep", dataset=args.dataset)["datasets"][args.dataset]
+    if source_kind(ds["source"]) != "sleep":
+        raise ConfigError(f"{args.configfile}: dataset '{args.dataset}' (source '{ds['source']}') is not a sleep-sound "
+                          "dataset: use `physiossl convert`")
+    raw = Path(args.raw)
+    if not raw.exists():
+        raise FileNotFoundError(f"{raw}: raw tree not found (run `physiossl download` or `physiossl demo` first)")
+    path = get_source(ds["source"]).convert(raw, Path(args.out), features=config["sleep"]["features"],
+                                            channels=ds.get("channels"),
+                                            max_quarantine_fraction=ds["max_quarantine_fraction"], workers=args.workers)
+    return {"store": str(path)}
+
+
+def _cmd_train_sleep(args) -> dict:
+    from .stages import sleep
+    config = load_config(args.configfile)
+    if "sleep" not in config:
+        raise ConfigError(f"{args.configfile}: no 'sleep' section: the sleep-staging experiment is not configured")
+    view = stage_view(config, "train_sleep", variant=args.variant, pool=args.pool)
+    result = sleep.run(view, args.variant, args.fraction, args.pool, Path(args.store),
+                       [Path(p) for p in args.unlabeled], Path(args.out))
+    return {k: result[k] for k in ("variant", "fraction", "pool", "best_epoch", "seconds")} | {
+        f"test_{k}": result["test"][str(result["n_classes"])][k] for k in ("accuracy", "kappa", "macro_f1")}
+
+
+def _cmd_report_sleep(args) -> dict:
+    from .stages import report
+    view = stage_view(load_config(args.configfile), "sleep_report")
+    return report.sleep(view, [Path(p) for p in args.results], Path(args.out_dir))
+
+
 def _cmd_pretrain(args) -> dict:
     from .stages import pretrain
     view = stage_view(load_config(args.configfile), "pretrain", method=args.method)
@@ -114,6 +152,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="processes that derive the heart rates from the signals (default 1)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("convert-sleep", help="convert a sleep-sound tree (PSG-Audio, a folder of recordings) into a "
+                       "sleep store of log-mel epochs")
+    p.add_argument("--configfile", required=True, help="gives the dataset's channels and sleep.features")
+    p.add_argument("--dataset", required=True, help="a dataset of the config with a sleep-sound source")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=1, help="processes that read and featurise nights (default 1)")
+    p.set_defaults(func=_cmd_convert_sleep)
+
+    p = sub.add_parser("train-sleep", help="train and test one sleep-staging run of the ablation grid")
+    p.add_argument("--configfile", required=True)
+    p.add_argument("--variant", required=True, choices=["supervised", "sc", "ssc", "both", "ccssl"])
+    p.add_argument("--fraction", required=True, type=float, help="fraction of the training nights that keep labels")
+    p.add_argument("--pool", required=True, choices=["none", "in", "ood"],
+                   help="unlabeled pool: none (supervised), in (the dataset's unlabeled nights), ood (+ sleep.unlabeled)")
+    p.add_argument("--store", required=True, help="sleep store of sleep.dataset")
+    p.add_argument("--unlabeled", nargs="*", default=[], help="sleep stores of sleep.unlabeled (pool ood)")
+    p.add_argument("--out", required=True, help="result file (.json); .npz predictions and .pt model beside it")
+    p.set_defaults(func=_cmd_train_sleep)
+
+    p = sub.add_parser("report-sleep", help="sleep-staging table and hypnogram from result files")
+    p.add_argument("--configfile", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("results", nargs="+")
+    p.set_defaults(func=_cmd_report_sleep)
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining of one method")
     p.add_argument("--configfile", required=True)

@@ -62,7 +62,8 @@ def random_init_encoder(config: dict, method: str) -> str | None:
 
 def experiment_methods(config: dict) -> list[str]:
     """Every method of the classification experiment and of the periodic-target experiment, in order."""
-    return list(dict.fromkeys(config["experiment"]["methods"] + config.get("periodic", {}).get("methods", [])))
+    return list(dict.fromkeys(config.get("experiment", {}).get("methods", [])
+                              + config.get("periodic", {}).get("methods", [])))
 
 
 def pretrained_methods(config: dict) -> list[str]:
@@ -145,14 +146,98 @@ def _check_periodic(config: dict) -> list[str]:
 
 
 def _check_cross_keys(config: dict, source: str) -> None:
-    from .augment.ecg import validate_noise
     from .data.sources import available
 
     problems = []
-    datasets, pools = config["datasets"], config.get("pools", {})
-    for name, ds in datasets.items():
+    for name, ds in config["datasets"].items():
         if ds["source"] not in available():
             problems.append(f"config key 'datasets.{name}.source': unknown source '{ds['source']}' (available: {available()})")
+        else:
+            problems += _check_dataset_kind(name, ds)
+    for section, stages in (("experiment", ("pretrain", "evaluate")), ("sleep", ("sleep",))):
+        for stage in stages:
+            if section in config and stage not in config["resources"]:
+                problems.append(f"config key 'resources.{stage}': required by the '{section}' section")
+    if "sleep" in config:
+        problems += _check_sleep(config)
+    if "experiment" in config:
+        problems += _check_ecg(config)
+    if problems:
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join("  " + p for p in problems))
+
+
+def _check_dataset_kind(name: str, ds: dict) -> list[str]:
+    from .data.sources import source_kind
+
+    if source_kind(ds["source"]) == "sleep":
+        return [f"config key 'datasets.{name}.fs': not used by the sleep source '{ds['source']}' (its stores hold "
+                "features at sleep.features.audio_fs)"] if "fs" in ds else []
+    problems = []
+    if "fs" not in ds:
+        problems.append(f"config key 'datasets.{name}.fs': required by the ECG source '{ds['source']}'")
+    if "channels" in ds:
+        problems.append(f"config key 'datasets.{name}.channels': only sleep-sound sources read audio channels")
+    if ds.get("demo", {}).get("n_records", 50) < 50:
+        problems.append(f"config key 'datasets.{name}.demo.n_records': at least 50 records for an ECG demo")
+    return problems
+
+
+def sleep_datasets(config: dict) -> list[str]:
+    """The datasets of the sleep experiment: the scored one, then the unlabeled ones."""
+    sl = config.get("sleep")
+    return [sl["dataset"], *sl.get("unlabeled", [])] if sl else []
+
+
+def sleep_runs(config: dict) -> list[tuple[str, float, str]]:
+    """(variant, labeled fraction, pool) of every run of the sleep ablation grid; supervised runs use pool 'none'."""
+    grid = config["sleep"]["grid"]
+    runs = []
+    for variant in grid["variants"]:
+        for fraction in grid["fractions"]:
+            runs += [(variant, fraction, "none")] if variant == "supervised" else [
+                (variant, fraction, pool) for pool in grid["pools"]]
+    return runs
+
+
+def _check_sleep(config: dict) -> list[str]:
+    from .augment.audio import validate_audio_augment
+    from .data.audio import check_features
+    from .data.sources import available, source_kind
+    from .models.sleep import sleep_model_args
+
+    sl, datasets, problems = config["sleep"], config["datasets"], []
+    for key, name in [("sleep.dataset", sl["dataset"])] + [("sleep.unlabeled", n) for n in sl.get("unlabeled", [])]:
+        if name not in datasets:
+            problems.append(f"config key '{key}': unknown dataset '{name}' (defined: {sorted(datasets)})")
+        elif datasets[name]["source"] in available() and source_kind(datasets[name]["source"]) != "sleep":
+            problems.append(f"config key '{key}': dataset '{name}' is not a sleep-sound dataset")
+    problems += check_features(sl["features"], "sleep.features")
+    accepted = sleep_model_args(sl["model"]["name"])
+    problems += [f"config key 'sleep.model.args.{k}': model '{sl['model']['name']}' takes no argument '{k}' "
+                 f"(accepted: {accepted})" for k in sl["model"].get("args", {}) if k not in accepted]
+    for key in ("augment", "strong_augment"):
+        if key in sl:
+            problems += validate_audio_augment(sl[key], f"sleep.{key}")
+    splits = sl["splits"]
+    if splits["val"] + splits["test"] + splits["unlabeled"] >= 1:
+        problems.append("config key 'sleep.splits': val + test + unlabeled must leave training nights (sum < 1)")
+    grid = sl["grid"]
+    if "ood" in grid["pools"] and not sl.get("unlabeled"):
+        problems.append("config key 'sleep.grid.pools': pool 'ood' needs unlabeled datasets in 'sleep.unlabeled'")
+    if "in" in grid["pools"] and splits["unlabeled"] == 0 and 1 in grid["fractions"] and set(grid["variants"]) - {"supervised"}:
+        problems.append("config key 'sleep.grid': pool 'in' at fraction 1 has no unlabeled nights "
+                        "(set sleep.splits.unlabeled above 0)")
+    for variant in sl.get("hypnogram", {}).get("variants", []):
+        if variant not in grid["variants"]:
+            problems.append(f"config key 'sleep.hypnogram.variants': '{variant}' is not in sleep.grid.variants")
+    return problems
+
+
+def _check_ecg(config: dict) -> list[str]:
+    from .augment.ecg import validate_noise
+
+    datasets, pools = config["datasets"], config.get("pools", {})
+    problems = []
     for pool, members in pools.items():
         if pool in datasets:
             problems.append(f"config key 'pools.{pool}': a pool cannot have the name of a dataset")
@@ -184,8 +269,7 @@ def _check_cross_keys(config: dict, source: str) -> None:
     problems += _check_label_efficiency(config, "experiment")
     if "periodic" in config:
         problems += _check_periodic(config)
-    if problems:
-        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join("  " + p for p in problems))
+    return problems
 
 
 def load_config(path: str | Path) -> dict:
@@ -202,7 +286,8 @@ def load_config(path: str | Path) -> dict:
 
 
 def stage_keys(config: dict, stage: str, method: str | None = None, protocol: str | None = None,
-               dataset: str | None = None, fs: str | None = None, subset: str | None = None) -> list[str]:
+               dataset: str | None = None, fs: str | None = None, subset: str | None = None,
+               variant: str | None = None, pool: str | None = None, fraction: str | None = None) -> list[str]:
     """Dotted config keys that a stage (a Snakemake rule) reads, given the job's wildcards."""
     if stage == "demo_data":
         return ["seed", f"datasets.{dataset}.source", f"datasets.{dataset}.demo"]
@@ -210,6 +295,18 @@ def stage_keys(config: dict, stage: str, method: str | None = None, protocol: st
         return [f"datasets.{dataset}.source", f"datasets.{dataset}.download"]
     if stage == "convert":
         return [f"datasets.{dataset}.source", f"datasets.{dataset}.fs", f"datasets.{dataset}.max_quarantine_fraction"]
+    if stage == "convert_sleep":
+        return [f"datasets.{dataset}.source", *_present(config, f"datasets.{dataset}.channels"),
+                f"datasets.{dataset}.max_quarantine_fraction", "sleep.features"]
+    if stage == "train_sleep":
+        losses = {"supervised": [], "sc": ["sequential_consistency"], "ssc": ["semi_supervised_contrastive"],
+                  "both": ["sequential_consistency", "semi_supervised_contrastive"], "ccssl": ["ccssl"]}[variant]
+        return ["seed", "sleep.dataset", *(["sleep.unlabeled"] if pool == "ood" else []), "sleep.n_classes",
+                "sleep.splits", "sleep.model", "sleep.seq_len", *_present(config, "sleep.normalize"), *_present(config, "sleep.train_stride"), "sleep.augment",
+                *(_present(config, "sleep.strong_augment") if variant == "ccssl" else []), "sleep.train",
+                *(f"sleep.losses.{name}" for name in losses), "sleep.bootstrap"]
+    if stage == "sleep_report":
+        return ["name", "sleep.grid", *_present(config, "sleep.hypnogram")]
     if stage == "pretrain":
         pool = config["pretrain"]["dataset"]
         return [

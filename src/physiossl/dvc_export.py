@@ -62,10 +62,10 @@ PLOT_DATA = ("label_efficiency.csv", "robustness.csv")  # periodic_label_efficie
 
 
 def _output_kind(rule: str, path: str) -> str:
-    """``metrics`` for the report's metrics.json, ``plots`` for its figures and their data, ``outs`` otherwise."""
-    if rule != "report":
+    """``metrics`` for the reports' metrics files, ``plots`` for their figures and their data, ``outs`` otherwise."""
+    if rule not in ("report", "sleep_report"):
         return "outs"
-    if path.endswith("metrics.json"):
+    if path.endswith(("/metrics.json", "/sleep_metrics.json")):
         return "metrics"
     return "plots" if path.endswith((".png", *PLOT_DATA)) else "outs"
 

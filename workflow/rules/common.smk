@@ -3,13 +3,21 @@
 import re
 from pathlib import Path
 
+from physiossl.data.sources import source_kind
+
+
+# modules only the sleep-staging commands run: a folder named as an ECG rule's input leaves them out
+SLEEP_CODE = ("models/sleep.py", "augment/audio.py", "eval/sleep.py", "report/sleep.py",
+              "losses/sequential_consistency.py", "losses/semi_supervised_contrastive.py", "losses/ccssl.py")
+
 
 def code(*parts):
-    """Python sources under src/physiossl that a rule's command runs."""
-    files = []
+    """Python sources under src/physiossl that a rule's command runs (files of a named folder but SLEEP_CODE)."""
+    root, files = Path("src/physiossl"), []
     for part in parts:
-        path = Path("src/physiossl") / part
-        files += sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [str(path)]
+        path = root / part
+        files += (sorted(str(p) for p in path.rglob("*.py") if p.relative_to(root).as_posix() not in SLEEP_CODE)
+                  if path.is_dir() else [str(path)])
     return files
 
 
@@ -30,6 +38,10 @@ def datasets_in_mode(mode):
 
 def source_of(dataset):
     return config["datasets"][dataset]["source"]
+
+
+def is_sleep(dataset):
+    return source_kind(source_of(dataset)) == "sleep"
 
 
 def raw_path(dataset):

@@ -1,11 +1,12 @@
-# Raw trees (generated for the demo or downloaded) and their conversion into stores.
+# Raw trees (generated for the demo or downloaded) and their conversion into ECG stores (sleep stores: sleep.smk).
 
 
 rule demo_data:
     output:
         directory(f"{DATA}/raw/{{dataset}}"),
     input:
-        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/synth.py"),
+        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py",
+                             "data/synth_sleep.py" if is_sleep(wc.dataset) else "data/synth.py"),
     wildcard_constraints:
         dataset=one_of(datasets_in_mode("demo")),
     params:
@@ -40,7 +41,7 @@ rule convert:
         raw=lambda wc: raw_path(wc.dataset),
         code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/store.py", "data/targets.py"),
     wildcard_constraints:
-        dataset=one_of(config["datasets"]),
+        dataset=one_of([d for d in config["datasets"] if not is_sleep(d)]),
         fs=r"\d+",
     params:
         cfg=lambda wc: stage_view(config, "convert", dataset=wc.dataset),

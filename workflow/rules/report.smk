@@ -35,3 +35,7 @@ rule report:
         periodic=lambda wc, input: f"--periodic {' '.join(input.periodic)} --" if input.periodic else "",
     shell:
         "physiossl report --configfile {CONFIGFILE} --out-dir {RESULTS}/report {params.periodic} {input.results}"
+
+
+localrules:
+    report,

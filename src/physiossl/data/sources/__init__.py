@@ -5,6 +5,10 @@
 - ``convert(raw_dir, out, fs=..., max_quarantine_fraction=..., workers=1, ...)``: raw tree → store (``workers``:
   processes that derive the heart rates, see :class:`physiossl.data.store.EcgStoreWriter`).
 
+Sleep-sound sources (module attribute ``KIND = "sleep"``) write sleep stores (:mod:`physiossl.data.sleep_store`)
+instead: ``convert(raw_dir, out, *, features=..., channels=None, max_quarantine_fraction=..., workers=1)``, where
+``features`` is the ``sleep.features`` config section; ``demo``'s ``n_records`` counts nights.
+
 Adding a dataset means adding one module here and a config entry.
 """
 
@@ -35,6 +39,11 @@ def settle_quarantine(raw_dir: Path, out: Path, entries: list[tuple[str, str]], 
 
 def available() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def source_kind(name: str) -> str:
+    """``"ecg"`` or ``"sleep"``: which store a source writes."""
+    return getattr(get_source(name), "KIND", "ecg")
 
 
 def get_source(name: str) -> ModuleType:

@@ -1,0 +1,77 @@
+# Sound-based sleep staging: sleep stores of log-mel epochs, one training run per cell of the ablation grid
+# (variant x labeled fraction x unlabeled pool), and the report (table, per-class F1, hypnogram).
+
+
+def sleep_store_path(dataset):
+    return f"{DATA}/stores/{dataset}_sleep.zarr"
+
+
+def sleep_results():
+    return [f"{RESULTS}/sleep/{variant}/frac{fraction:g}/{pool}.json" for variant, fraction, pool in sleep_runs(config)]
+
+
+rule convert_sleep:
+    output:
+        store=directory(f"{DATA}/stores/{{dataset}}_sleep.zarr"),
+        quarantine=f"{DATA}/stores/{{dataset}}_sleep.zarr.quarantine.csv",
+    input:
+        raw=lambda wc: raw_path(wc.dataset),
+        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/audio.py", "data/sleep_store.py",
+                             "data/sleep_stages.py"),
+    wildcard_constraints:
+        dataset=one_of(sleep_datasets(config)),
+    params:
+        cfg=lambda wc: stage_view(config, "convert_sleep", dataset=wc.dataset),
+    threads: resources_of("convert")["threads"] if "convert" in config["resources"] else 1
+    shell:
+        "physiossl convert-sleep --configfile {CONFIGFILE} --dataset {wildcards.dataset} --raw {input.raw}"
+        " --out {output.store} --workers {threads}"
+
+
+rule train_sleep:
+    output:
+        result=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}.json",
+        predictions=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}.npz",
+        model=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}.pt",
+    input:
+        store=sleep_store_path(config["sleep"]["dataset"]),
+        unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
+        code=code(*SLEEP_CODE, "losses/__init__.py", "losses/_common.py", "data/sleep_loading.py",
+                  "data/sleep_store.py", "data/sleep_stages.py", "eval/bootstrap.py", "stages/sleep.py"),
+    wildcard_constraints:
+        variant="supervised|sc|ssc|both|ccssl",
+        fraction=r"[0-9.e-]+",
+        pool="none|in|ood",
+    params:
+        cfg=lambda wc: stage_view(config, "train_sleep", variant=wc.variant, pool=wc.pool),
+        unlabeled=lambda wc, input: f"--unlabeled {' '.join(input.unlabeled)}" if input.unlabeled else "",
+    threads: resources_of("sleep")["threads"]
+    resources:
+        gpu=resources_of("sleep")["gpu"],
+        mem_mb=resources_of("sleep")["mem_mb"],
+        runtime=resources_of("sleep")["runtime"],
+    shell:
+        "physiossl train-sleep --configfile {CONFIGFILE} --variant {wildcards.variant} --fraction {wildcards.fraction}"
+        " --pool {wildcards.pool} --store {input.store} {params.unlabeled} --out {output.result}"
+
+
+rule sleep_report:
+    output:
+        table_md=f"{RESULTS}/report/sleep.md",
+        table_csv=f"{RESULTS}/report/sleep.csv",
+        per_class=f"{RESULTS}/report/sleep_per_class.csv",
+        hypnogram=f"{RESULTS}/report/hypnogram.png",
+        confusion=f"{RESULTS}/report/sleep_confusion.png",
+        metrics=f"{RESULTS}/report/sleep_metrics.json",
+    input:
+        results=sleep_results(),
+        predictions=[path.replace(".json", ".npz") for path in sleep_results()],
+        code=code("report/sleep.py", "eval/sleep.py", "eval/bootstrap.py", "data/sleep_stages.py", "stages/report.py"),
+    params:
+        cfg=stage_view(config, "sleep_report"),
+    shell:
+        "physiossl report-sleep --configfile {CONFIGFILE} --out-dir {RESULTS}/report {input.results}"
+
+
+localrules:
+    sleep_report,
