@@ -170,7 +170,8 @@ def test_each_variant_trains_and_writes_its_results(tiny_stores, tmp_path, varia
     for view in ("4", "3"):
         metrics = saved["test"][view]
         assert 0 <= metrics["accuracy"] <= 1 and -1 <= metrics["kappa"] <= 1
-        assert metrics["ci"]["accuracy"]["low"] <= metrics["accuracy"] <= metrics["ci"]["accuracy"]["high"]
+        ci = metrics["ci"]["accuracy"]   # torchmetrics computes in float32, the bootstrap in float64
+        assert ci["low"] - 1e-6 <= metrics["accuracy"] <= ci["high"] + 1e-6
     assert saved["nights"]["test"] == 1 and saved["nights"]["val"] == 1
     assert (saved["nights"]["unlabeled"] > 0) == (variant != "supervised")
     if pool == "ood":

@@ -29,6 +29,7 @@ from physiossl.data.audio import (
     resample_audio,
 )
 from physiossl.data.sleep_loading import (
+    normalize_nights,
     SequenceDataset,
     SleepArrays,
     accumulate_windows,
@@ -500,3 +501,23 @@ def test_sleep_arrays_by_hand_and_keys():
                          labeled=np.array([True]), offsets=np.array([0, 3]), attrs={"dataset": "d"})
     assert arrays.night_datasets == ["d"] and arrays.store_ids == ["a"] and arrays.night_indices(["a"]) == [0]
     assert set(FEATURE_KEYS) == set(TINY)
+
+
+def test_normalize_nights_removes_each_nights_per_bin_offset():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(10, 3, 20)).astype(np.float32)
+    offsets = np.array([[-40.0, -20.0, 5.0], [10.0, 0.0, -7.5]], np.float32)   # per night, per mel bin (dB)
+    features = base.copy()
+    features[:6] += offsets[0][None, :, None]
+    features[6:] += offsets[1][None, :, None]
+    arrays = SleepArrays(features=features, stages=np.zeros(10, np.int8), night=np.repeat([0, 1], [6, 4]).astype(np.int32),
+                         index=np.r_[np.arange(6), np.arange(4)].astype(np.int32), night_ids=["a", "b"],
+                         labeled=np.array([True, True]), offsets=np.array([0, 6, 10]), attrs={"dataset": "d"})
+    normalize_nights(arrays, frame_step=1)
+    for a, b in ((0, 6), (6, 10)):
+        medians = np.median(arrays.features[a:b].transpose(1, 0, 2).reshape(3, -1), axis=1)
+        np.testing.assert_allclose(medians, 0, atol=1e-5)
+    # the offsets are gone: the two nights now differ only by their noise
+    for a, b in ((0, 6), (6, 10)):
+        shift = arrays.features[a:b] - base[a:b]
+        np.testing.assert_allclose(shift, np.broadcast_to(shift[:1, :, :1], shift.shape), atol=1e-4)

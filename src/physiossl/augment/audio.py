@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ecg import Transform, _check_transform, _inside, _is_number, _params, _real, _uniform
+from .ecg import Transform, _check_transform, _inside, _is_number, _params, _real, _uniform, validate_pipeline
 
 DB = math.log(10.0) / 10.0
 """Natural-log units per dB: power = exp(DB · x) for x in dB."""
@@ -318,18 +318,7 @@ def validate_audio_augment(spec: Any, key: str) -> list[str]:
     known transform and known parameters: ranges as [lo, hi] with lo <= hi (``db`` and ``snr_db`` may be
     negative), probabilities and ``max_frac`` in [0, 1], non-negative integer counts, ``noise`` / ``fill`` among
     their options, 0 <= ``fmin`` < ``fmax``. Messages read ``config key '<key>[i].<transform>': ...``."""
-    if not isinstance(spec, list):
-        return [f"config key '{key}': must be a list of single-key mappings (transform: params), "
-                f"got {type(spec).__name__}"]
-    problems = []
-    for i, item in enumerate(spec):
-        if not (isinstance(item, Mapping) and len(item) == 1):
-            problems.append(f"config key '{key}[{i}]': must be a single-key mapping transform: params, got {item!r}; "
-                            f"valid transforms: {', '.join(AUDIO_TRANSFORMS)}")
-            continue
-        ((name, params),) = item.items()
-        problems += _check_audio_transform(f"{key}[{i}].{name}", name, params)
-    return problems
+    return validate_pipeline(spec, key, AUDIO_TRANSFORMS, _check_audio_transform)
 
 
 def build_audio_augment(spec: list[dict], key: str = "augment") -> nn.Sequential:

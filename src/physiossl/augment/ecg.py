@@ -466,6 +466,13 @@ def validate_augment(spec: Any, key: str) -> list[str]:
     ``spec`` must be a list (an empty list is the identity) of single-key mappings ``transform: params`` with a
     known transform, known parameters, ranges as [lo, hi] with lo <= hi, probabilities in [0, 1] and
     non-negative amplitudes. Messages read ``config key '<key>[i].<transform>': ...``."""
+    return validate_pipeline(spec, key, TRANSFORMS,
+                             lambda where, name, params: _check_transform(where, name, params, TRANSFORMS, noise=False))
+
+
+def validate_pipeline(spec: Any, key: str, transforms: Mapping[str, Any], check) -> list[str]:
+    """Problems of a pipeline ``spec`` (a list of single-key mappings ``transform: params``) at config key ``key``;
+    ``check(where, name, params)`` returns the problems of one item, ``transforms`` names the valid ones."""
     if not isinstance(spec, list):
         return [f"config key '{key}': must be a list of single-key mappings (transform: params), "
                 f"got {type(spec).__name__}"]
@@ -473,10 +480,10 @@ def validate_augment(spec: Any, key: str) -> list[str]:
     for i, item in enumerate(spec):
         if not (isinstance(item, Mapping) and len(item) == 1):
             problems.append(f"config key '{key}[{i}]': must be a single-key mapping transform: params, got {item!r}; "
-                            f"valid transforms: {', '.join(TRANSFORMS)}")
+                            f"valid transforms: {', '.join(transforms)}")
             continue
         ((name, params),) = item.items()
-        problems += _check_transform(f"{key}[{i}].{name}", name, params, TRANSFORMS, noise=False)
+        problems += check(f"{key}[{i}].{name}", name, params)
     return problems
 
 

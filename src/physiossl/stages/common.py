@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from ..data.files import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(*parts) -> str:
@@ -40,3 +44,15 @@ def resolve_device(accelerator: str) -> torch.device:
     if accelerator in ("gpu", "cuda"):
         raise RuntimeError(f"accelerator {accelerator!r} requested but no CUDA device is available")
     return torch.device("cpu")
+
+
+def run_workdir(workdir: Path, run_id: str) -> Path:
+    """Prepare a run's Lightning folder: wiped when it holds checkpoints of another run (config or data changed,
+    ``run_id`` differs), so only the same run resumes. Returns the path of its last checkpoint (may not exist)."""
+    stamp = workdir / "fingerprint.txt"
+    if workdir.exists() and (not stamp.exists() or stamp.read_text() != run_id):
+        log.info("configuration or data changed since the checkpoints in %s were written: starting afresh", workdir)
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(run_id)
+    return workdir / "checkpoints" / "last.ckpt"

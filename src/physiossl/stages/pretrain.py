@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from torch.utils.data import DataLoader
 from ..data.loading import CropDataset, SignalCache, collate_batch
 from ..data.store import open_store
 from ..methods import get_method
-from .common import fingerprint, save_torch_atomic, write_json
+from .common import fingerprint, run_workdir, save_torch_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +76,7 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
 
     workdir = out.parent / "lightning"
     run_id = fingerprint(view, method, [(str(part.path.resolve()), part.attrs.get("created_at")) for part in cache.parts])
-    stamp = workdir / "fingerprint.txt"
-    if workdir.exists() and (not stamp.exists() or stamp.read_text() != run_id):
-        log.info("configuration or data changed since the checkpoints in %s were written: starting afresh", workdir)
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(run_id)
-    last = workdir / "checkpoints" / "last.ckpt"
+    last = run_workdir(workdir, run_id)
     trainer = L.Trainer(
         max_epochs=trainer_cfg["max_epochs"], accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"],
         precision=trainer_cfg["precision"], deterministic="warn", default_root_dir=workdir,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from ..data.sleep_store import open_sleep_store
 from ..eval.sleep import all_views, night_bootstrap
 from ..losses import ccssl_loss, semi_supervised_contrastive_loss, sequential_consistency_loss
 from ..models.sleep import build_sleep_model
-from .common import fingerprint, save_torch_atomic, write_json
+from .common import fingerprint, run_workdir, save_torch_atomic, write_json
 from .evaluate import save_npz
 
 log = logging.getLogger(__name__)
@@ -88,11 +87,11 @@ class SleepStaging(L.LightningModule):
     """A sleep-staging model trained with the losses of one variant; validation kappa selects the epoch."""
 
     def __init__(self, model: nn.Module, variant: str, cfg: dict, n_classes: int,
-                 val_data: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+                 val_data: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, seed: int = 0):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown sleep-staging variant {variant!r} (available: {VARIANTS})")
-        self.model, self.variant, self.cfg, self.n_classes = model, variant, cfg, n_classes
+        self.model, self.variant, self.cfg, self.n_classes, self.seed = model, variant, cfg, n_classes, seed
         self.augment = build_audio_augment(cfg["augment"], "sleep.augment")
         self.strong = build_audio_augment(cfg.get("strong_augment", cfg["augment"] + DEFAULT_STRONG),
                                           "sleep.strong_augment")
@@ -115,7 +114,16 @@ class SleepStaging(L.LightningModule):
         losses = {"ce": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1)}
         if self.variant == "supervised":
             return losses
-        xu = batch["unlabeled"][0]
+        # the unlabeled branch draws its augmentations and dropout from its own seeded stream, so that every variant
+        # sees the same labeled batches, augmentations and dropout masks as supervised-only training (paired runs)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed * 1_000_003 + self.global_step)
+            losses.update(self._unlabeled_losses(batch["unlabeled"][0], z_l, y))
+        return losses
+
+    def _unlabeled_losses(self, xu: torch.Tensor, z_l: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        losses = {}
         ls = self.cfg["losses"]
         if self.variant in ("sc", "ssc", "both"):
             z_a = self.model.embed(self.augment(xu))
@@ -236,12 +244,15 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
     train_set = SequenceDataset(train, train_starts, seq_len, n_classes)
     batch_size = min(t["batch_size"], len(train_set))
     num_workers = t.get("num_workers", 0)
-    loader = _loader(train_set, batch_size, num_workers, shuffle=True, drop_last=True)
+    # own generators: the labeled batches are the same in every variant, whatever the unlabeled side draws
+    loader = _loader(train_set, batch_size, num_workers, shuffle=True, drop_last=True,
+                     generator=torch.Generator().manual_seed(seed))
     loaders = loader
     if unlabeled is not None:
         u_starts = sequence_starts(unlabeled, None, seq_len, stride)
         sampler = RandomSampler(range(len(u_starts)), replacement=True,
-                                num_samples=len(loader) * t["unlabeled_batch_size"])
+                                num_samples=len(loader) * t["unlabeled_batch_size"],
+                                generator=torch.Generator().manual_seed(seed + 1))
         loaders = {"labeled": loader,
                    "unlabeled": _loader(SequenceDataset(unlabeled, u_starts, seq_len, None), t["unlabeled_batch_size"],
                                         num_workers, sampler=sampler, drop_last=True)}
@@ -251,19 +262,13 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
 
     model = build_sleep_model(cfg["model"]["name"], n_mels=n_mels, frames=frames, n_classes=n_classes,
                               **cfg["model"].get("args", {}))
-    module = SleepStaging(model, variant, cfg, n_classes, (val_starts, val_true, val.night))
+    module = SleepStaging(model, variant, cfg, n_classes, (val_starts, val_true, val.night), seed)
 
     workdir = out.with_suffix(".lightning")
     stores = [store, *(unlabeled_stores if pool == "ood" else [])]
     run_id = fingerprint(view, variant, fraction, pool, [(str(Path(s).resolve()), open_sleep_store(s).attrs.get(
         "created_with")) for s in stores])
-    stamp = workdir / "fingerprint.txt"
-    if workdir.exists() and (not stamp.exists() or stamp.read_text() != run_id):
-        log.info("configuration or data changed since the checkpoints in %s were written: starting afresh", workdir)
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(run_id)
-    last = workdir / "checkpoints" / "last.ckpt"
+    last = run_workdir(workdir, run_id)
     best = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val_kappa", mode="max",
                            save_last=True, save_top_k=1, enable_version_counter=False)
     trainer = L.Trainer(max_epochs=t["max_epochs"], accelerator=t["accelerator"], devices=1, precision=t["precision"],
