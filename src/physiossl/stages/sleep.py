@@ -278,9 +278,9 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
     resumed = last.exists()
     trainer.fit(module, loaders, val_loader, ckpt_path=str(last) if resumed else None)
 
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
-    best_epoch = int(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["epoch"])
+    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["state_dict"])
+    best_epoch = int(checkpoint["epoch"])
     device = next(module.parameters()).device if t["accelerator"] != "cpu" else torch.device("cpu")
     probs = predict(module.model, test, seq_len, t["batch_size"], device)
     val_probs = predict(module.model, val, seq_len, t["batch_size"], device)
