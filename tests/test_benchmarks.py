@@ -80,3 +80,19 @@ def test_bench_targets_runs():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"^ratio heart_rate/resample \(100 Hz\): \d+\.\d{2}x, \d+ records/s$", proc.stdout, re.M), proc.stdout
     assert re.search(r"accuracy vs spec rate \(100 Hz\): valid \d+\.\d%", proc.stdout), proc.stdout
+
+
+SLEEP_SCRIPT = SCRIPT.with_name("bench_sleep_loader.py")
+
+
+def test_bench_sleep_loader_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SLEEP_SCRIPT), "--nights", "4", "--epochs", "20", "--n-mels", "8", "--frames", "50",
+         "--batch", "8", "--batches", "5", "--zarr-reads", "5", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for dtype in ("float16", "float32"):
+        assert re.search(rf"^ratio physiossl/baseline \({dtype}\): \d+\.\d+x", proc.stdout, re.M), proc.stdout
+    assert "(per-sequence zarr reads, estimated)" in proc.stdout
+    assert (tmp_path / "bench_sleep.zarr").is_dir() and (tmp_path / "features.npy").is_file()

@@ -291,9 +291,8 @@ class SequenceDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         pos = self.starts[np.asarray(indices, dtype=np.int64)][:, None] + self._steps[None, :]
-        x = self.arrays.features[pos]
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        return torch.from_numpy(x), torch.from_numpy(self.labels[pos])
+        # the gather copies; torch's half → float conversion is about twice as fast as numpy's
+        return torch.from_numpy(self.arrays.features[pos]).float(), torch.from_numpy(self.labels[pos])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.__getitems__([i])
