@@ -77,14 +77,14 @@ def build_inputs(workdir: Path, n_records: int, seed: int = 0) -> tuple[Path, Pa
     return store, npy
 
 
-def throughput(loader: DataLoader, n_batches: int) -> tuple[float, int]:
-    """Samples per second over ``n_batches`` batches (epochs restart as needed)."""
+def throughput(loader: DataLoader, n_batches: int, ndim: int = 3) -> tuple[float, int]:
+    """Samples per second over ``n_batches`` batches of ``ndim``-D float32 inputs (epochs restart as needed)."""
     seen = done = 0
     start = time.perf_counter()
     while done < n_batches:
         for batch in loader:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            assert x.dtype == torch.float32 and x.ndim == 3
+            assert x.dtype == torch.float32 and x.ndim == ndim
             seen += x.shape[0]
             done += 1
             if done == n_batches:

@@ -26,7 +26,7 @@ from physiossl.data.sleep_loading import SequenceDataset, collate_batch, load_sl
 from physiossl.data.sleep_store import SleepStoreWriter, open_sleep_store
 
 # shared with bench_loader.py (this script's folder is on sys.path when run as `python benchmarks/...`)
-from bench_loader import bench_workdir, machine_info  # noqa: E402
+from bench_loader import bench_workdir, machine_info, throughput  # noqa: E402
 
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
@@ -64,21 +64,6 @@ def build_inputs(workdir: Path, nights: int, epochs: int, n_mels: int, frames: i
     npy = workdir / "features.npy"
     np.save(npy, data)
     return store, npy
-
-
-def throughput(loader: DataLoader, n_batches: int) -> tuple[float, int]:
-    """Sequences per second over ``n_batches`` batches (epochs restart as needed)."""
-    seen = done = 0
-    start = time.perf_counter()
-    while done < n_batches:
-        for batch in loader:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            assert x.dtype == torch.float32 and x.ndim == 4
-            seen += x.shape[0]
-            done += 1
-            if done == n_batches:
-                break
-    return seen / (time.perf_counter() - start), seen
 
 
 def zarr_read_cost(store: Path, starts: np.ndarray, seq_len: int, n_reads: int, seed: int = 0) -> float:
@@ -124,11 +109,11 @@ def main(argv: list[str] | None = None) -> dict:
             starts = sequence_starts(arrays, None, args.seq_len, 1)
             loader = DataLoader(SequenceDataset(arrays, starts, args.seq_len, 4), batch_size=args.batch, shuffle=True,
                                 collate_fn=collate_batch)
-            rate, seen = throughput(loader, args.batches)
+            rate, seen = throughput(loader, args.batches, ndim=4)
             results[dtype] = {"fill_s": fill, "sequences_per_s": rate, "sequences": seen}
             del loader, arrays
         loader = DataLoader(NpySequenceDataset(npy, starts, args.seq_len), batch_size=args.batch, shuffle=True)
-        rate, seen = throughput(loader, args.batches)
+        rate, seen = throughput(loader, args.batches, ndim=4)
         results["baseline"] = {"sequences_per_s": rate, "sequences": seen}
         if args.zarr_reads > 0:
             results["zarr_read_s"] = zarr_read_cost(store, starts, args.seq_len, args.zarr_reads)

@@ -87,7 +87,7 @@ class SleepStaging(L.LightningModule):
     """A sleep-staging model trained with the losses of one variant; validation kappa selects the epoch."""
 
     def __init__(self, model: nn.Module, variant: str, cfg: dict, n_classes: int,
-                 val_data: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, seed: int = 0):
+                 val_data: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown sleep-staging variant {variant!r} (available: {VARIANTS})")
@@ -98,7 +98,7 @@ class SleepStaging(L.LightningModule):
         self.proj = (nn.Sequential(nn.Linear(model.embed_dim, model.embed_dim), nn.ReLU(),
                                    nn.Linear(model.embed_dim, PROJ_DIM))
                      if variant in ("ssc", "both", "ccssl") else None)
-        self.val_data = val_data          # (starts, true labels per epoch, night per epoch) of the validation nights
+        self.val_data = val_data          # (window starts, true labels per epoch) of the validation nights
         self._val_windows: list[torch.Tensor] = []
 
     def configure_optimizers(self):
@@ -170,7 +170,7 @@ class SleepStaging(L.LightningModule):
         self._val_windows.append(self.model(batch[0]).softmax(-1).float().cpu())
 
     def on_validation_epoch_end(self):
-        starts, true, _ = self.val_data
+        starts, true = self.val_data
         probs = accumulate_windows(starts, self.cfg["seq_len"], torch.cat(self._val_windows).numpy(), len(true))
         self._val_windows.clear()
         true = np.where(np.isnan(probs).any(1), -1, true)
@@ -262,12 +262,12 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
 
     model = build_sleep_model(cfg["model"]["name"], n_mels=n_mels, frames=frames, n_classes=n_classes,
                               **cfg["model"].get("args", {}))
-    module = SleepStaging(model, variant, cfg, n_classes, (val_starts, val_true, val.night), seed)
+    module = SleepStaging(model, variant, cfg, n_classes, (val_starts, val_true), seed)
 
     workdir = out.with_suffix(".lightning")
     stores = [store, *(unlabeled_stores if pool == "ood" else [])]
-    run_id = fingerprint(view, variant, fraction, pool, [(str(Path(s).resolve()), open_sleep_store(s).attrs.get(
-        "created_with")) for s in stores])
+    created = [root.attrs.get("created_with")] + [open_sleep_store(s).attrs.get("created_with") for s in stores[1:]]
+    run_id = fingerprint(view, variant, fraction, pool, [(str(Path(s).resolve()), c) for s, c in zip(stores, created)])
     last = run_workdir(workdir, run_id)
     best = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val_kappa", mode="max",
                            save_last=True, save_top_k=1, enable_version_counter=False)
