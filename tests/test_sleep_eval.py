@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 from physiossl.data.sleep_stages import VIEWS, to_view
-from physiossl.eval.sleep import all_views, night_bootstrap, paired_night_bootstrap, staging_metrics
-from physiossl.report.sleep import (OUTPUTS, TABLE_COLUMNS, hypnogram_figure, load_sleep_predictions,
+from physiossl.eval.sleep import (all_views, mean_night_bootstrap, night_bootstrap, paired_night_bootstrap,
+                                 staging_metrics)
+from physiossl.report.sleep import (OUTPUTS, SUMMARY_COLUMNS, TABLE_COLUMNS, hypnogram_figure, load_sleep_predictions,
                                     load_sleep_results, per_class_table, sleep_markdown, sleep_metrics, sleep_table,
-                                    write_sleep_report)
+                                    summary_table, write_sleep_report)
 
 # hand example, 4-class view: confusion (rows true) [[1,1,0,0],[0,2,0,0],[0,0,1,0],[1,0,0,0]] over 6 scored epochs
 TRUE = np.array([0, 0, 1, 1, 2, 3, -1])
@@ -131,6 +132,35 @@ def test_paired_night_bootstrap():
         paired_night_bootstrap(true, pred_a, pred_b, nights, 4, "auc", n=10, level=0.95, seed=0)
 
 
+def test_mean_night_bootstrap_over_runs():
+    true, pred_a, nights = nights_data(quality=0.6, seed=1)
+    runs = [np.where(np.random.default_rng(k).random(len(true)) < q, np.maximum(true, 0), pred_a)
+            for k, q in ((5, 0.3), (6, 0.5), (7, 0.1))]
+    out = mean_night_bootstrap(true, runs, nights, 4, n=300, level=0.9, seed=2)
+    for metric in ("accuracy", "kappa", "macro_f1"):
+        each = [staging_metrics(true, p, 4)[metric] for p in runs]
+        assert out[metric]["per_run"] == pytest.approx(each, abs=1e-6)
+        assert out[metric]["value"] == pytest.approx(np.mean(each), abs=1e-6)
+        assert out[metric]["low"] <= out[metric]["value"] <= out[metric]["high"]
+    assert out["n_runs"] == 3 and out["n_nights"] == 12
+    # one run: the single-run bootstrap; the mean of identical runs: the same interval
+    single = night_bootstrap(true, runs[0], nights, 4, n=300, level=0.9, seed=2)
+    repeated = mean_night_bootstrap(true, [runs[0]] * 3, nights, 4, n=300, level=0.9, seed=2)
+    assert repeated["kappa"]["low"] == pytest.approx(single["kappa"]["low"])
+    assert repeated["kappa"]["high"] == pytest.approx(single["kappa"]["high"])
+    # paired: run s against reference s; the same nights for every run, so swapping the pairs changes the value
+    paired = mean_night_bootstrap(true, runs, nights, 4, [pred_a] * 3, n=300, level=0.9, seed=2)
+    for k, p in enumerate(runs):
+        direct = paired_night_bootstrap(true, pred_a, p, nights, 4, "kappa", n=300, level=0.9, seed=2)
+        assert paired["kappa"]["per_run"][k] == pytest.approx(direct["value"], abs=1e-9)
+    assert 0 < paired["kappa"]["low"] <= paired["kappa"]["value"] <= paired["kappa"]["high"]
+    # the interval of the mean is narrower than the widest single-run interval
+    widths = [paired_night_bootstrap(true, pred_a, p, nights, 4, "kappa", n=300, level=0.9, seed=2) for p in runs]
+    assert paired["kappa"]["high"] - paired["kappa"]["low"] < max(w["high"] - w["low"] for w in widths)
+    with pytest.raises(ValueError, match="references"):
+        mean_night_bootstrap(true, runs, nights, 4, [pred_a], n=10)
+
+
 # ------------------------------------------------------------------------------------------------------- report
 
 N_NIGHTS, PER_NIGHT = 6, 240
@@ -147,7 +177,7 @@ def write_run(root: Path, variant: str, fraction: float, pool: str, seed: int = 
     index = np.tile(np.arange(PER_NIGHT, dtype=np.int32), N_NIGHTS)
     unscored = rng.random(len(true)) < np.where(nights == "night05", 0.0, 0.1)
     true[unscored] = -1
-    run_rng = np.random.default_rng(zlib.crc32(f"{variant}/{fraction}/{pool}".encode()))
+    run_rng = np.random.default_rng(zlib.crc32(f"{variant}/{fraction}/{pool}{f'/{seed}' if seed else ''}".encode()))
     q = QUALITY[variant] + 0.1 * fraction if quality is None else quality
     pred = np.where(run_rng.random(len(true)) < q, np.maximum(true, 0), run_rng.integers(0, 4, len(true)))
     pred = pred.astype(np.int8)
@@ -240,10 +270,13 @@ def test_per_class_markdown_and_metrics(runs):
     summary = json.loads(Path(df.source[0]).read_text())["test"]["4"]
     assert [per_class.iloc[0][f"f1_{n}"] for n in VIEWS[4]] == [summary["per_class_f1"][n] for n in VIEWS[4]]
     table = sleep_table(df)
-    text = sleep_markdown(table, per_class)
+    summary = summary_table(df, table)
+    text = sleep_markdown(summary, table, per_class)
     assert "| supervised only | 25% | — |" in text and "CCSSL (FixMatch + class-aware contrastive)" in text
     assert "+ out-of-distribution" in text and "whole test nights" in text and "Per-class F1" in text
+    assert "seed" not in text                                               # one seed per configuration
     scores = sleep_metrics(table)
+    assert sleep_metrics(summary)["both/0.25/in"]["kappa_4"] == scores["both/0.25/in"]["kappa_4"]
     assert set(scores["both/0.25/in"]) >= {"acc_4", "kappa_4", "macro_f1_4", "kappa_3", "delta_macro_f1_4"}
     assert scores["supervised/1/none"]["delta_kappa_4"] is None
     json.dumps(scores)
@@ -289,10 +322,11 @@ def test_hypnogram(runs, tmp_path):
 
 def test_write_sleep_report_is_atomic(runs, tmp_path, monkeypatch):
     out_dir = tmp_path / "report"
-    paths = write_sleep_report(runs, out_dir)
+    paths, summary = write_sleep_report(runs, out_dir)
     assert set(paths) == set(OUTPUTS) and all(p.stat().st_size > 0 for p in paths.values())
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(OUTPUTS)    # no temporary files left
-    assert len(pd.read_csv(paths["sleep.csv"])) == len(runs)
+    assert len(pd.read_csv(paths["sleep.csv"])) == len(pd.read_csv(paths["sleep_runs.csv"])) == len(runs)
+    assert list(pd.read_csv(paths["sleep.csv"]).columns) == SUMMARY_COLUMNS
     assert len(pd.read_csv(paths["sleep_per_class.csv"])) == len(runs)
     assert matplotlib.image.imread(paths["sleep_confusion.png"]).shape[1] > 0
     before = {name: p.read_bytes() for name, p in paths.items()}
@@ -310,8 +344,58 @@ def test_write_sleep_report_is_atomic(runs, tmp_path, monkeypatch):
 
 def test_report_without_hypnogram_runs(runs, tmp_path):
     only = [p for p in runs if "ssc" in Path(p).name or "sc_" in Path(p).name]
-    paths = write_sleep_report(only, tmp_path / "r", hypnogram_variants=("supervised", "both"))
+    paths, _ = write_sleep_report(only, tmp_path / "r", hypnogram_variants=("supervised", "both"))
     assert paths["hypnogram.png"].stat().st_size > 0
-    empty = write_sleep_report([], tmp_path / "empty")
+    empty, _ = write_sleep_report([], tmp_path / "empty")
     assert "No sleep-staging results" in empty["sleep.md"].read_text()
-    assert list(pd.read_csv(empty["sleep.csv"]).columns) == TABLE_COLUMNS
+    assert list(pd.read_csv(empty["sleep.csv"]).columns) == SUMMARY_COLUMNS
+    assert list(pd.read_csv(empty["sleep_runs.csv"]).columns) == TABLE_COLUMNS
+
+
+def test_summary_over_seeds(tmp_path):
+    qualities = {("supervised", 0): 0.50, ("supervised", 1): 0.60, ("supervised", 2): 0.55,
+                 ("both", 0): 0.60, ("both", 1): 0.45, ("both", 2): 0.70}
+    paths = [write_run(tmp_path, v, 0.25, "none" if v == "supervised" else "in", seed=s, quality=q)
+             for (v, s), q in qualities.items()]
+    paths.append(write_run(tmp_path, "sc", 0.25, "in", seed=0, quality=0.6))  # one seed only
+    df = load_sleep_results(paths)
+    table = sleep_table(df)
+    summary = summary_table(df, table)
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(zip(summary.variant, summary.n_seeds)) == [("supervised", 3), ("sc", 1), ("both", 3)]
+    both, sup, sc = (summary[summary.variant == v].iloc[0] for v in ("both", "supervised", "sc"))
+    runs = table[table.variant == "both"]
+    assert both.seeds == "0 1 2"
+    assert both.kappa_4 == pytest.approx(runs.kappa_4.mean())
+    assert both.kappa_4_sd == pytest.approx(runs.kappa_4.std())
+    # Δ: each seed against the supervised run of the same seed, then averaged
+    assert both.delta_kappa_4 == pytest.approx(both.kappa_4 - sup.kappa_4)
+    assert both.delta_kappa_4 == pytest.approx(runs.delta_kappa_4.mean())
+    assert both.delta_kappa_4_nonnegative == int((runs.delta_kappa_4 >= 0).sum()) == 2
+    assert both.delta_kappa_4_low <= both.delta_kappa_4 <= both.delta_kappa_4_high
+    assert both.kappa_4_low <= both.kappa_4 <= both.kappa_4_high and both.kappa_3_low <= both.kappa_3_high
+    # the interval equals the mean bootstrap of the aligned predictions
+    data = [load_sleep_predictions(Path(p)) for p in df.predictions[runs.index]]
+    order = [np.lexsort((d["index"], d["night"])) for d in data]
+    direct = mean_night_bootstrap(data[0]["true"][order[0]], [d["pred"][o] for d, o in zip(data, order)],
+                                  data[0]["night"][order[0]], 4, n=200, level=0.95, seed=0)
+    assert (both.kappa_4_low, both.kappa_4_high) == pytest.approx((direct["kappa"]["low"], direct["kappa"]["high"]))
+    # one seed: the run's own values and intervals
+    single = table[table.variant == "sc"].iloc[0]
+    assert (sc.kappa_4, sc.kappa_4_low, sc.delta_kappa_4_high) == (single.kappa_4, single.kappa_4_low,
+                                                                   single.delta_kappa_4_high)
+    assert math.isnan(sc.kappa_4_sd)
+    text = sleep_markdown(summary, table, per_class_table(df))
+    assert "Runs of every seed" in text and "2 of 3" in text and "means over the seeds" in text
+    metrics = sleep_metrics(summary)
+    assert set(metrics) == {"supervised/0.25/none", "sc/0.25/in", "both/0.25/in"}
+    assert metrics["both/0.25/in"]["n_seeds"] == 3
+    written, _ = write_sleep_report(paths, tmp_path / "report")          # figures over seeds
+    assert len(pd.read_csv(written["sleep.csv"])) == 3 and len(pd.read_csv(written["sleep_runs.csv"])) == 7
+    assert matplotlib.image.imread(written["sleep_confusion.png"]).shape[1] == int(120 * (0.6 + 3.2 * 3))
+    # a missing prediction file: means and Δ kept, intervals of the seed mean dropped
+    Path(df.predictions[runs.index[1]]).unlink()
+    partial = summary_table(load_sleep_results(paths)).set_index("variant")
+    assert partial.loc["both", "kappa_4"] == pytest.approx(both.kappa_4)
+    assert math.isnan(partial.loc["both", "kappa_4_low"]) and math.isnan(partial.loc["both", "delta_kappa_4_low"])
+    assert not math.isnan(partial.loc["supervised", "kappa_4_low"])

@@ -85,9 +85,17 @@ def test_ecg_sections_are_optional_but_go_together():
 def test_grid_runs_and_stage_keys():
     config = demo_sleep_config()
     config["sleep"]["grid"]["fractions"] = [0.25, 0.5]
+    config["sleep"]["grid"].pop("seeds")                                   # default: the top-level seed
     runs = sleep_runs(config)
-    assert runs[:3] == [("supervised", 0.25, "none"), ("supervised", 0.5, "none"), ("sc", 0.25, "in")]
+    assert runs[:3] == [("supervised", 0.25, "none", 0), ("supervised", 0.5, "none", 0), ("sc", 0.25, "in", 0)]
     assert len(runs) == 2 + 4 * 2 * 2
+    config["sleep"]["grid"]["seeds"] = [3, 1]
+    runs = sleep_runs(config)
+    assert runs[:3] == [("supervised", 0.25, "none", 3), ("supervised", 0.25, "none", 1),
+                        ("supervised", 0.5, "none", 3)]
+    assert len(runs) == 2 * (2 + 4 * 2 * 2)
+    assert stage_keys(config, "train_sleep", variant="sc", pool="in", seed="3") == stage_keys(
+        config, "train_sleep", variant="sc", pool="in")                    # adding seeds leaves runs unchanged
     keys = stage_keys(config, "train_sleep", variant="both", pool="ood")
     assert {"sleep.unlabeled", "sleep.losses.sequential_consistency", "sleep.losses.semi_supervised_contrastive"} <= set(keys)
     assert "sleep.losses.ccssl" not in keys
@@ -151,11 +159,11 @@ def tiny_stores(tmp_path_factory):
     return stores
 
 
-def _train(config: dict, variant: str, pool: str, stores: dict, out: Path) -> dict:
+def _train(config: dict, variant: str, pool: str, stores: dict, out: Path, seed: int | None = None) -> dict:
     from physiossl.stages import sleep
 
     view = {"seed": config["seed"], "sleep": config["sleep"]}
-    return sleep.run(view, variant, 0.5, pool, stores["psg"], [stores["home"]] if pool == "ood" else [], out)
+    return sleep.run(view, variant, 0.5, pool, stores["psg"], [stores["home"]] if pool == "ood" else [], out, seed)
 
 
 @pytest.mark.slow
@@ -221,6 +229,9 @@ def test_training_resumes_from_its_last_checkpoint(tiny_stores, tmp_path):
     assert not first["resumed"] and not second["resumed"] and second["epochs_trained"] == 3
     again = _train(config, "supervised", "none", tiny_stores, out)   # ... the same one resumes after the last epoch
     assert again["resumed"] and again["test"] == second["test"]
+    other = _train(config, "supervised", "none", tiny_stores, out, seed=1)   # another seed: a new run, same split
+    assert not other["resumed"] and other["seed"] == 1 and other["split_seed"] == second["split_seed"] == 0
+    assert other["split"] == second["split"] and other["run_id"] != second["run_id"]
 
 
 def test_unknown_variant_and_mismatched_pool_are_refused(tmp_path):
@@ -253,10 +264,17 @@ def test_sleep_demo_grid_runs_through_snakemake_and_dvc_export(tmp_path):
     metrics = json.loads((report / "sleep_metrics.json").read_text())
     assert set(metrics) == {"supervised/0.5/none", "both/0.5/in", "both/0.5/ood"}
     assert planned_jobs(project) == {}
+    # a second seed: only its runs and the report are planned
+    config = yaml.safe_load((project / "config" / "tiny.yaml").read_text())
+    config["sleep"]["grid"]["seeds"] = [0, 1]
+    (project / "config" / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert planned_jobs(project) == {"train_sleep": 3, "sleep_report": 1, "all": 1}
+    config["sleep"]["grid"].pop("seeds")
+    (project / "config" / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     dvc = yaml.safe_load(export_dvc_yaml(project / "config" / "tiny.yaml", project / "Snakefile"))
-    stage = dvc["stages"]["train_sleep-0.5-ood-both"]
-    assert "--unlabeled data/tiny/stores/home_sleep.zarr" in stage["cmd"]
+    stage = dvc["stages"]["train_sleep-0.5-ood-0-both"]
+    assert "--unlabeled data/tiny/stores/home_sleep.zarr" in stage["cmd"] and "--seed 0" in stage["cmd"]
     params = stage["params"][0]["config/tiny.yaml"]
     assert {"sleep.unlabeled", "sleep.losses.sequential_consistency", "sleep.losses.semi_supervised_contrastive"} <= set(params)
     assert "sleep.losses.ccssl" not in params and "sleep.features" not in params
@@ -281,6 +299,6 @@ def test_paper_sleep_grid_plans_every_run(tmp_path):
     table = proc.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
     grid = config["sleep"]["grid"]
-    n_runs = len(grid["fractions"]) * (1 + (len(grid["variants"]) - 1) * len(grid["pools"]))
+    n_runs = len(grid["fractions"]) * (1 + (len(grid["variants"]) - 1) * len(grid["pools"])) * len(grid["seeds"])
     assert jobs == {"download_data": 1, "convert_sleep": 2, "train_sleep": n_runs, "sleep_report": 1, "all": 1}
-    assert n_runs == 36  # the count stated in config/paper_sleep.yaml and the README
+    assert n_runs == 108  # the count stated in config/paper_sleep.yaml and the README

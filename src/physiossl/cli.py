@@ -60,8 +60,8 @@ def _cmd_train_sleep(args) -> dict:
         raise ConfigError(f"{args.configfile}: no 'sleep' section: the sleep-staging experiment is not configured")
     view = stage_view(config, "train_sleep", variant=args.variant, pool=args.pool)
     result = sleep.run(view, args.variant, args.fraction, args.pool, Path(args.store),
-                       [Path(p) for p in args.unlabeled], Path(args.out))
-    return {k: result[k] for k in ("variant", "fraction", "pool", "best_epoch", "seconds")} | {
+                       [Path(p) for p in args.unlabeled], Path(args.out), args.seed)
+    return {k: result[k] for k in ("variant", "fraction", "pool", "seed", "best_epoch", "seconds")} | {
         f"test_{k}": result["test"][str(result["n_classes"])][k] for k in ("accuracy", "kappa", "macro_f1")}
 
 
@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", required=True, type=float, help="fraction of the training nights that keep labels")
     p.add_argument("--pool", required=True, choices=["none", "in", "ood"],
                    help="unlabeled pool: none (supervised), in (the dataset's unlabeled nights), ood (+ sleep.unlabeled)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (labeled nights, initialisation, batches); default: the config's seed")
     p.add_argument("--store", required=True, help="sleep store of sleep.dataset")
     p.add_argument("--unlabeled", nargs="*", default=[], help="sleep stores of sleep.unlabeled (pool ood)")
     p.add_argument("--out", required=True, help="result file (.json); .npz predictions and .pt model beside it")

@@ -188,15 +188,16 @@ def sleep_datasets(config: dict) -> list[str]:
     return [sl["dataset"], *sl.get("unlabeled", [])] if sl else []
 
 
-def sleep_runs(config: dict) -> list[tuple[str, float, str]]:
-    """(variant, labeled fraction, pool) of every run of the sleep ablation grid; supervised runs use pool 'none'."""
+def sleep_runs(config: dict) -> list[tuple[str, float, str, int]]:
+    """(variant, labeled fraction, pool, seed) of every run of the sleep ablation grid; supervised runs use pool
+    'none'; the seeds are ``sleep.grid.seeds``, by default the top-level ``seed``."""
     grid = config["sleep"]["grid"]
     runs = []
     for variant in grid["variants"]:
         for fraction in grid["fractions"]:
             runs += [(variant, fraction, "none")] if variant == "supervised" else [
                 (variant, fraction, pool) for pool in grid["pools"]]
-    return runs
+    return [(*run, seed) for run in runs for seed in grid.get("seeds", [config["seed"]])]
 
 
 def _check_sleep(config: dict) -> list[str]:
@@ -287,7 +288,8 @@ def load_config(path: str | Path) -> dict:
 
 def stage_keys(config: dict, stage: str, method: str | None = None, protocol: str | None = None,
                dataset: str | None = None, fs: str | None = None, subset: str | None = None,
-               variant: str | None = None, pool: str | None = None, fraction: str | None = None) -> list[str]:
+               variant: str | None = None, pool: str | None = None, fraction: str | None = None,
+               seed: str | None = None) -> list[str]:
     """Dotted config keys that a stage (a Snakemake rule) reads, given the job's wildcards."""
     if stage == "demo_data":
         return ["seed", f"datasets.{dataset}.source", f"datasets.{dataset}.demo"]
@@ -302,7 +304,8 @@ def stage_keys(config: dict, stage: str, method: str | None = None, protocol: st
         losses = {"supervised": [], "sc": ["sequential_consistency"], "ssc": ["semi_supervised_contrastive"],
                   "both": ["sequential_consistency", "semi_supervised_contrastive"], "ccssl": ["ccssl"]}[variant]
         return ["seed", "sleep.dataset", *(["sleep.unlabeled"] if pool == "ood" else []), "sleep.n_classes",
-                "sleep.splits", "sleep.model", "sleep.seq_len", *_present(config, "sleep.normalize"), *_present(config, "sleep.train_stride"), "sleep.augment",
+                "sleep.splits", "sleep.model", "sleep.seq_len", *_present(config, "sleep.normalize"),
+                *_present(config, "sleep.train_stride"), "sleep.augment",
                 *(_present(config, "sleep.strong_augment") if variant == "ccssl" else []), "sleep.train",
                 *(f"sleep.losses.{name}" for name in losses), "sleep.bootstrap"]
     if stage == "sleep_report":

@@ -1,5 +1,5 @@
 # Sound-based sleep staging: sleep stores of log-mel epochs, one training run per cell of the ablation grid
-# (variant x labeled fraction x unlabeled pool), and the report (table, per-class F1, hypnogram).
+# (variant x labeled fraction x unlabeled pool x seed), and the report (table, per-class F1, hypnogram).
 
 
 def sleep_store_path(dataset):
@@ -7,7 +7,8 @@ def sleep_store_path(dataset):
 
 
 def sleep_results():
-    return [f"{RESULTS}/sleep/{variant}/frac{fraction:g}/{pool}.json" for variant, fraction, pool in sleep_runs(config)]
+    return [f"{RESULTS}/sleep/{variant}/frac{fraction:g}/{pool}/seed{seed}.json"
+            for variant, fraction, pool, seed in sleep_runs(config)]
 
 
 rule convert_sleep:
@@ -30,9 +31,9 @@ rule convert_sleep:
 
 rule train_sleep:
     output:
-        result=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}.json",
-        predictions=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}.npz",
-        model=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}.pt",
+        result=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.json",
+        predictions=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.npz",
+        model=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.pt",
     input:
         store=sleep_store_path(config["sleep"]["dataset"]),
         unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
@@ -42,6 +43,7 @@ rule train_sleep:
         variant="supervised|sc|ssc|both|ccssl",
         fraction=r"[0-9.e-]+",
         pool="none|in|ood",
+        seed=r"\d+",
     params:
         cfg=lambda wc: stage_view(config, "train_sleep", variant=wc.variant, pool=wc.pool),
         unlabeled=lambda wc, input: f"--unlabeled {' '.join(input.unlabeled)}" if input.unlabeled else "",
@@ -52,13 +54,15 @@ rule train_sleep:
         runtime=resources_of("sleep")["runtime"],
     shell:
         "physiossl train-sleep --configfile {CONFIGFILE} --variant {wildcards.variant} --fraction {wildcards.fraction}"
-        " --pool {wildcards.pool} --store {input.store} {params.unlabeled} --out {output.result}"
+        " --pool {wildcards.pool} --seed {wildcards.seed} --store {input.store} {params.unlabeled}"
+        " --out {output.result}"
 
 
 rule sleep_report:
     output:
         table_md=f"{RESULTS}/report/sleep.md",
         table_csv=f"{RESULTS}/report/sleep.csv",
+        runs_csv=f"{RESULTS}/report/sleep_runs.csv",
         per_class=f"{RESULTS}/report/sleep_per_class.csv",
         hypnogram=f"{RESULTS}/report/hypnogram.png",
         confusion=f"{RESULTS}/report/sleep_confusion.png",

@@ -131,46 +131,80 @@ def _resampled(per_night: np.ndarray, n: int, seed: int) -> np.ndarray:
     return (weights @ per_night.reshape(n_nights, -1).astype(np.float64)).reshape(n, *per_night.shape[1:])
 
 
+def mean_night_bootstrap(y_true, preds, nights, n_classes: int, reference=None, n: int = 1000,
+                         level: float = 0.95, seed: int = 0) -> dict:
+    """Accuracy, kappa and macro-F1 averaged over several runs that predicted the same test epochs (e.g. the
+    seeds of one configuration), with percentile bootstrap intervals from resampling whole test nights.
+
+    ``preds``: a sequence of S prediction arrays, each aligned with ``y_true`` and ``nights``. With ``reference``
+    (S arrays, run s paired with run s), the scores are the mean over runs of the paired differences
+    preds[s] − reference[s]. Epochs of one night are not independent (stages persist over minutes, and a model's
+    errors cluster within a recording), so the resampling unit is the night: each resample draws as many nights as
+    there are, with replacement, the same nights for every run (and its reference), and scores every run from the
+    sum of the drawn nights' confusion matrices. Nights without a scored epoch are left out.
+
+    Returns ``{metric: {"value", "per_run", "low", "high", "level", "n_bootstrap", "n_valid", "std"}}`` for
+    ``accuracy``, ``kappa`` and ``macro_f1`` (``value``: the mean over runs on the full test set, ``per_run``: each
+    run's value), plus ``n_nights``, ``n_runs``, ``n_bootstrap``, ``level``, ``seed`` and ``unit`` ("night").
+    Resamples with an undefined metric (e.g. kappa of one class) are left out.
+    """
+    preds = list(preds)
+    if not preds or (reference is not None and len(reference) != len(preds)):
+        raise ValueError(f"need at least one run and as many references as runs, got {len(preds)} runs and "
+                         f"{None if reference is None else len(reference)} references")
+
+    def per_night(runs) -> np.ndarray:                                     # (N, S, C, C)
+        return np.stack([_night_confusions(y_true, p, nights, n_classes)[1] for p in runs], axis=1)
+
+    counts = per_night(preds)
+    if reference is not None:
+        counts = np.stack([per_night(reference), counts], axis=1)           # (N, 2, S, C, C): one draw for both
+    point = confusion_metrics(counts.sum(axis=0))
+    resampled = confusion_metrics(_resampled(counts, n, seed))
+    out = {}
+    for m in METRICS:
+        runs, draws = point[m], resampled[m]
+        if reference is not None:
+            runs, draws = runs[1] - runs[0], draws[:, 1] - draws[:, 0]
+        out[m] = {"value": float(runs.mean()), "per_run": [float(v) for v in runs],
+                  **percentile_ci(draws.mean(axis=-1), level)}
+    return {**out, "n_nights": int(counts.shape[0]), "n_runs": len(preds), "n_bootstrap": int(n),
+            "level": float(level), "seed": int(seed), "unit": "night"}
+
+
 def night_bootstrap(y_true, y_pred, nights, n_classes: int, n: int = 1000, level: float = 0.95,
                     seed: int = 0) -> dict:
-    """Percentile bootstrap intervals of accuracy, kappa and macro-F1 from resampling whole test nights.
-
-    Epochs of one night are not independent (stages persist over minutes, and a model's errors cluster within a
-    recording), so the resampling unit is the night: each resample draws as many nights as there are, with
-    replacement, and scores the sum of their confusion matrices. Nights without a scored epoch are left out.
+    """Percentile bootstrap intervals of accuracy, kappa and macro-F1 of one run from resampling whole test nights
+    (:func:`mean_night_bootstrap` of one run).
 
     Returns ``{metric: {"value", "low", "high", "level", "n_bootstrap", "n_valid", "std"}}`` for ``accuracy``,
     ``kappa`` and ``macro_f1`` (``value``: the full test set), plus ``n_nights``, ``n_bootstrap``, ``level``,
-    ``seed`` and ``unit`` ("night"). Resamples with an undefined metric (e.g. kappa of one class) are left out.
+    ``seed`` and ``unit`` ("night").
     """
-    _, per_night = _night_confusions(y_true, y_pred, nights, n_classes)
-    point = confusion_metrics(per_night.sum(axis=0))
-    resampled = confusion_metrics(_resampled(per_night, n, seed))
-    out = {m: {"value": float(point[m]), **percentile_ci(resampled[m], level)} for m in METRICS}
-    return {**out, "n_nights": int(len(per_night)), "n_bootstrap": int(n), "level": float(level), "seed": int(seed),
-            "unit": "night"}
+    out = mean_night_bootstrap(y_true, [y_pred], nights, n_classes, None, n, level, seed)
+    for m in METRICS:
+        del out[m]["per_run"]
+    del out["n_runs"]
+    return out
 
 
 def paired_night_bootstrap(y_true, pred_a, pred_b, nights, n_classes: int, metric: str = "macro_f1",
                            n: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Percentile bootstrap interval of the difference b − a of ``metric`` (``accuracy``, ``kappa`` or
     ``macro_f1``) between two predictions of the same epochs, resampling whole nights (the same nights for both,
-    see :func:`night_bootstrap`).
+    see :func:`mean_night_bootstrap`).
 
     Returns ``metric``, ``a``, ``b`` and ``value`` (b − a on the full test set) with the interval fields of
     :func:`~physiossl.eval.bootstrap.percentile_ci`, ``n_nights`` and ``seed``.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    _, night_a = _night_confusions(y_true, pred_a, nights, n_classes)
-    _, night_b = _night_confusions(y_true, pred_b, nights, n_classes)
-    a = confusion_metrics(night_a.sum(axis=0))[metric]
-    b = confusion_metrics(night_b.sum(axis=0))[metric]
-    both = np.stack([night_a, night_b], axis=1)                            # (N, 2, C, C): one draw for both
-    scores = confusion_metrics(_resampled(both, n, seed))[metric]
-    return {"metric": metric, "a": float(a), "b": float(b), "value": float(b - a),
-            **percentile_ci(scores[:, 1] - scores[:, 0], level), "n_nights": int(len(both)), "seed": int(seed)}
+    diff = mean_night_bootstrap(y_true, [pred_b], nights, n_classes, [pred_a], n, level, seed)
+    scores = {k: v for k, v in diff[metric].items() if k != "per_run"}
+    a = confusion_metrics(_night_confusions(y_true, pred_a, nights, n_classes)[1].sum(axis=0))[metric]
+    return {"metric": metric, "a": float(a), "b": float(a + scores["value"]), **scores,
+            "n_nights": diff["n_nights"], "seed": int(seed)}
 
 
-__all__ = ["METRICS", "all_views", "confusion_metrics", "night_bootstrap", "paired_night_bootstrap",
-           "staging_metrics"]
+__all__ = ["METRICS", "all_views", "confusion_metrics", "mean_night_bootstrap", "night_bootstrap",
+           "paired_night_bootstrap", "staging_metrics"]

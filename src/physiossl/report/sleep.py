@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 
 from ..data.files import replace_path, tmp_sibling, write_text_atomic  # noqa: E402
 from ..data.sleep_stages import UNSCORED, VIEWS, coarser_views, to_view  # noqa: E402
-from ..eval.sleep import paired_night_bootstrap, staging_metrics  # noqa: E402
+from ..eval.sleep import mean_night_bootstrap, paired_night_bootstrap, staging_metrics  # noqa: E402
 from .tables import _fmt, _number, _string, interval_cell  # noqa: E402
 
 VARIANTS = ("supervised", "sc", "ssc", "both", "ccssl")
@@ -61,6 +61,11 @@ TABLE_COLUMNS = ["model", "variant", "variant_label", "fraction", "pool", "pool_
 PER_CLASS_COLUMNS = ["model", "variant", "variant_label", "fraction", "pool", "pool_label", "seed",
                      *(f"f1_{name}" for name in VIEWS[DELTA_VIEW]), *(f"support_{name}" for name in VIEWS[DELTA_VIEW]),
                      f"macro_f1_{DELTA_VIEW}"]
+SUMMARY_COLUMNS = ["model", "variant", "variant_label", "fraction", "pool", "pool_label", "n_seeds", "seeds",
+                   *VIEW_COLUMNS, "kappa_4_sd", *DELTA_COLUMNS, "delta_kappa_4_sd", "delta_kappa_4_nonnegative",
+                   "ci_level", "n_bootstrap", "val_kappa", "test_epochs", "nights_test", "nights_labeled",
+                   "nights_unlabeled"]
+GROUP_KEYS = ["model", "variant", "fraction", "pool"]
 INTEGER_COLUMNS = ["n_classes", "seed", "best_epoch", "test_epochs", "nights_labeled", "nights_unlabeled",
                    "nights_val", "nights_test", "epochs_labeled", "epochs_unlabeled"]
 NAN = float("nan")
@@ -218,19 +223,29 @@ def load_sleep_predictions(path: Path, n_classes: int | None = None) -> dict:
     return out
 
 
-def _aligned(a: dict, b: dict, path_a, path_b, view: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(true, pred_a, pred_b, nights) of two prediction files over the same test epochs, in the ``view``."""
-    order_a = np.lexsort((a["index"], a["night"]))
-    order_b = np.lexsort((b["index"], b["night"]))
-    if (len(order_a) != len(order_b) or not np.array_equal(a["night"][order_a], b["night"][order_b])
-            or not np.array_equal(a["index"][order_a], b["index"][order_b])):
-        raise ValueError(f"{path_a} and {path_b}: predictions of different test epochs")
-    true_a = to_view(a["true"][order_a], view, from_classes=a["n_classes"])
-    true_b = to_view(b["true"][order_b], view, from_classes=b["n_classes"])
-    if not np.array_equal(true_a, true_b):
-        raise ValueError(f"{path_a} and {path_b}: different reference stages for the same test epochs")
-    return (true_a, to_view(a["pred"][order_a], view, from_classes=a["n_classes"]),
-            to_view(b["pred"][order_b], view, from_classes=b["n_classes"]), a["night"][order_a])
+def _aligned(runs: Sequence[dict], paths: Sequence, view: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(true, [pred of each run], nights) of prediction files over the same test epochs, in the ``view``."""
+    orders = [np.lexsort((d["index"], d["night"])) for d in runs]
+    first, order0 = runs[0], orders[0]
+    true = to_view(first["true"][order0], view, from_classes=first["n_classes"])
+    for d, order, path in zip(runs[1:], orders[1:], paths[1:]):
+        if (len(order) != len(order0) or not np.array_equal(d["night"][order], first["night"][order0])
+                or not np.array_equal(d["index"][order], first["index"][order0])):
+            raise ValueError(f"{paths[0]} and {path}: predictions of different test epochs")
+        if not np.array_equal(to_view(d["true"][order], view, from_classes=d["n_classes"]), true):
+            raise ValueError(f"{paths[0]} and {path}: different reference stages for the same test epochs")
+    preds = [to_view(d["pred"][order], view, from_classes=d["n_classes"]) for d, order in zip(runs, orders)]
+    return true, preds, first["night"][order0]
+
+
+class _Predictions(dict):
+    """Test predictions of result rows by ``.npz`` path, read once; None where the file is missing."""
+
+    def of(self, row) -> dict | None:
+        if row.predictions not in self:
+            path = Path(row.predictions)
+            self[row.predictions] = load_sleep_predictions(path, int(row.n_classes)) if path.is_file() else None
+        return self[row.predictions]
 
 
 # ----------------------------------------------------------------------------------------------------- tables
@@ -259,13 +274,7 @@ def sleep_table(df: pd.DataFrame, n_bootstrap: int | None = None, level: float |
     for column in DELTA_COLUMNS:
         out[column] = NAN
     out["reference"] = None
-    cache: dict[str, dict | None] = {}
-
-    def predictions(row) -> dict | None:
-        if row.predictions not in cache:
-            path = Path(row.predictions)
-            cache[row.predictions] = load_sleep_predictions(path, int(row.n_classes)) if path.is_file() else None
-        return cache[row.predictions]
+    predictions = _Predictions()
 
     for r in out.itertuples():
         i = r.Index
@@ -280,10 +289,10 @@ def sleep_table(df: pd.DataFrame, n_bootstrap: int | None = None, level: float |
                                                          - ref[f"{metric}_{DELTA_VIEW}"])
         if DELTA_VIEW not in coarser_views(int(r.n_classes)) or DELTA_VIEW not in coarser_views(int(ref.n_classes)):
             continue
-        a, b = predictions(ref), predictions(r)
+        a, b = predictions.of(ref), predictions.of(r)
         if a is None or b is None:
             continue
-        true, pred_a, pred_b, nights = _aligned(a, b, ref.predictions, r.predictions, DELTA_VIEW)
+        true, (pred_a, pred_b), nights = _aligned([a, b], [ref.predictions, r.predictions], DELTA_VIEW)
         n = n_bootstrap or (int(r.n_bootstrap) if not pd.isna(r.n_bootstrap) else 1000)
         lvl = level or (float(r.ci_level) if not pd.isna(r.ci_level) else 0.95)
         for metric in DELTA_METRICS:
@@ -291,6 +300,73 @@ def sleep_table(df: pd.DataFrame, n_bootstrap: int | None = None, level: float |
             out.at[i, f"delta_{metric}_{DELTA_VIEW}_low"] = ci["low"]
             out.at[i, f"delta_{metric}_{DELTA_VIEW}_high"] = ci["high"]
     return out[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def _interval_spec(rows: pd.DataFrame, n_bootstrap: int | None, level: float | None) -> tuple[int, float]:
+    n = n_bootstrap or (int(rows.n_bootstrap.dropna().iloc[0]) if rows.n_bootstrap.notna().any() else 1000)
+    return n, level or (float(rows.ci_level.dropna().iloc[0]) if rows.ci_level.notna().any() else 0.95)
+
+
+def summary_table(df: pd.DataFrame, table: pd.DataFrame | None = None, n_bootstrap: int | None = None,
+                  level: float | None = None, seed: int = 0) -> pd.DataFrame:
+    """One row per model, variant, labeled fraction and pool (columns ``SUMMARY_COLUMNS``): the scores of
+    :func:`sleep_table` (``table``, computed when not given) averaged over the seeds that were run (``seeds``, their
+    count ``n_seeds``), the standard deviation of 4-class kappa and of its difference to supervised-only over seeds
+    and the number of seeds whose difference is not negative. A configuration run with one seed keeps its run's
+    values and intervals. Over several seeds, the intervals come from resampling whole test nights, the same nights
+    for every seed (and its supervised-only reference), scoring each seed and averaging
+    (:func:`~physiossl.eval.sleep.mean_night_bootstrap`), where every run's predictions are available."""
+    table = sleep_table(df, n_bootstrap, level, seed) if table is None else table
+    predictions, rows = _Predictions(), []
+    for _, runs in table.groupby(GROUP_KEYS, sort=False):
+        first, source = runs.iloc[0], df.loc[runs.index]
+        row = {c: first[c] for c in ("model", "variant", "variant_label", "fraction", "pool", "pool_label")}
+        row.update(n_seeds=len(runs), seeds=" ".join(str(s) for s in runs.seed if not pd.isna(s)))
+        numeric = [*VIEW_COLUMNS, *DELTA_COLUMNS, "ci_level", "n_bootstrap", "val_kappa", "test_epochs",
+                   "nights_test", "nights_labeled", "nights_unlabeled"]
+        row.update(runs[numeric].astype(float).mean().to_dict() if len(runs) > 1 else first[numeric].to_dict())
+        row["kappa_4_sd"] = runs.kappa_4.astype(float).std() if len(runs) > 1 else NAN
+        delta = runs[f"delta_kappa_{DELTA_VIEW}"].astype(float)
+        row["delta_kappa_4_sd"] = delta.std() if len(runs) > 1 else NAN
+        row["delta_kappa_4_nonnegative"] = int((delta >= 0).sum()) if delta.notna().all() else pd.NA
+        if len(runs) > 1:
+            row.update(_seed_intervals(df, source, predictions, *_interval_spec(runs, n_bootstrap, level), seed))
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for column in ("n_seeds", "delta_kappa_4_nonnegative", "test_epochs", "nights_test", "nights_labeled",
+                   "nights_unlabeled"):   # the same in every seed's run; averages of counts otherwise rounded
+        out[column] = pd.to_numeric(out[column], errors="coerce").round().astype("Int64")
+    return out
+
+
+def _seed_intervals(df: pd.DataFrame, runs: pd.DataFrame, predictions: _Predictions, n: int, level: float,
+                    seed: int) -> dict:
+    """Night-bootstrap intervals of the seed means of one configuration's ``runs`` (rows of ``df``): the scores of
+    every table view and the 4-class differences to supervised-only (NaN where a prediction file is missing)."""
+    out = {c: NAN for c in VIEW_COLUMNS + DELTA_COLUMNS if c.endswith(("_low", "_high"))}
+    data = [predictions.of(r) for r in runs.itertuples()]
+    if any(d is None for d in data):
+        return out
+    paths = runs.predictions.tolist()
+    for view in TABLE_VIEWS:
+        if view in coarser_views(int(runs.n_classes.min())):
+            true, preds, nights = _aligned(data, paths, view)
+            ci = mean_night_bootstrap(true, preds, nights, view, None, n, level, seed)
+            for score, name in _JSON_NAMES.items():
+                out[f"{score}_{view}_low"], out[f"{score}_{view}_high"] = ci[name]["low"], ci[name]["high"]
+    references = [_reference(df, r) for r in runs.itertuples()]
+    if runs.variant.iloc[0] == "supervised" or any(ref is None for ref in references):
+        return out
+    ref_data = [predictions.of(ref) for ref in references]
+    if any(d is None for d in ref_data) or DELTA_VIEW not in coarser_views(int(runs.n_classes.min())):
+        return out
+    true, preds, nights = _aligned(data + ref_data, paths + [ref.predictions for ref in references], DELTA_VIEW)
+    k = len(data)
+    ci = mean_night_bootstrap(true, preds[:k], nights, DELTA_VIEW, preds[k:], n, level, seed)
+    for metric in DELTA_METRICS:
+        out[f"delta_{metric}_{DELTA_VIEW}_low"] = ci[metric]["low"]
+        out[f"delta_{metric}_{DELTA_VIEW}_high"] = ci[metric]["high"]
+    return out
 
 
 def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -326,11 +402,14 @@ def _run_key(r, models: int, seeds: int) -> str:
 
 def sleep_metrics(df: pd.DataFrame) -> dict:
     """DVC metrics: ``{"<variant>/<fraction>/<pool>": {acc_4, kappa_4, macro_f1_4, acc_3, kappa_3, macro_f1_3}}``
-    (the key prefixed with the model when there are several, suffixed with ``/seed<seed>`` when there are several
-    seeds), plus ``delta_kappa_4`` and ``delta_macro_f1_4`` when ``df`` is a :func:`sleep_table`."""
+    (the key prefixed with the model when there are several), plus ``delta_kappa_4`` and ``delta_macro_f1_4`` when
+    ``df`` is a :func:`sleep_table` or :func:`summary_table`, and ``n_seeds`` and the standard deviations over seeds
+    for a :func:`summary_table`. Runs of several seeds (a frame with a ``seed`` column) get keys suffixed with
+    ``/seed<seed>``."""
     fields = [f"{score}_{view}" for view in TABLE_VIEWS for score in SCORES]
     fields += [c for c in (f"delta_{m}_{DELTA_VIEW}" for m in DELTA_METRICS) if c in df.columns]
-    models, seeds = df.model.nunique(), df.seed.nunique()
+    fields += [c for c in ("n_seeds", "kappa_4_sd", "delta_kappa_4_sd") if c in df.columns]
+    models, seeds = df.model.nunique(), df.seed.nunique() if "seed" in df.columns else 1
     return {_run_key(r, models, seeds): {f: _clean(getattr(r, f)) for f in fields} for r in df.itertuples()}
 
 
@@ -361,45 +440,71 @@ def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(str(c) for c in cells) + " |" for cells in rows])
 
 
-def _legend(table: pd.DataFrame) -> str:
+def _legend(table: pd.DataFrame, seeds: bool) -> str:
     specs = sorted({(float(r.ci_level), int(r.n_bootstrap)) for r in table.dropna(subset=["ci_level", "n_bootstrap"])
                     .itertuples()})
     text = ("Epoch-level test metrics (30 s epochs; unscored epochs left out) of the trained 4-class view (wake, "
             "light = N1 + N2, deep = N3, REM) and of the 3-class view derived from it (wake, NREM, REM); kappa is "
             "Cohen's, macro-F1 averages the classes present in the test nights.")
+    if seeds:
+        text += (" Scores are means over the seeds of each configuration (the seed sets the labeled nights, the "
+                 "initialisation and the order of the batches; the test nights are the same); sd: standard "
+                 "deviation over seeds.")
     if specs:
         text += (" Intervals: " + "; ".join(f"{100 * level:g}% percentile bootstrap over {n} resamples of whole test "
-                                            f"nights" for level, n in specs) + ".")
-    text += (" Δ: difference to supervised-only training at the same labeled fraction, with a paired night-bootstrap "
-             "interval (the same resampled nights for both runs) where both runs' predictions are available.")
+                                            f"nights" for level, n in specs)
+                 + (" (the same nights for every seed, scores averaged over seeds)" if seeds else "") + ".")
+    text += (" Δ: difference to supervised-only training at the same labeled fraction" + (" and seed, averaged over "
+             "seeds" if seeds else "") + ", with a paired night-bootstrap interval (the same resampled nights for both "
+             "runs) where both runs' predictions are available.")
     return text
 
 
-def _label_cells(r, seeds: bool) -> list[str]:
+def _label_cells(r, seed: bool) -> list[str]:
     cells = [r.variant_label, f"{100 * r.fraction:g}%", r.pool_label]
-    return cells + [_fmt(r.seed)] if seeds else cells
+    return cells + [_fmt(r.seed)] if seed else cells
 
 
-def sleep_markdown(table: pd.DataFrame, per_class: pd.DataFrame, title: str = "Sound-based sleep staging") -> str:
-    """The main table and the per-class F1 table as Markdown."""
-    seeds = table.seed.nunique() > 1 if len(table) else False
-    models = sorted(set(table.model)) if len(table) else []
-    ident = ["variant", "labeled", "unlabeled pool", *(["seed"] if seeds else [])]
-    header = [*ident, "4-class accuracy", "4-class kappa [CI]", "4-class macro-F1 [CI]", "3-class accuracy",
-              "3-class kappa [CI]", "3-class macro-F1 [CI]", "Δ kappa (4-class) [CI]", "Δ macro-F1 (4-class) [CI]",
-              "test nights"]
-    lines = [f"# {title}", "", _legend(table)]
+SCORE_HEADER = ["4-class accuracy", "4-class kappa [CI]", "4-class macro-F1 [CI]", "3-class accuracy",
+                "3-class kappa [CI]", "3-class macro-F1 [CI]", "Δ kappa (4-class) [CI]", "Δ macro-F1 (4-class) [CI]"]
+
+
+def _score_cells(r) -> list[str]:
+    return [_cell(r, "acc", 4, False), _cell(r, "kappa", 4), _cell(r, "macro_f1", 4), _cell(r, "acc", 3, False),
+            _cell(r, "kappa", 3), _cell(r, "macro_f1", 3), _delta_cell(r, "kappa"), _delta_cell(r, "macro_f1")]
+
+
+def _seed_cells(r) -> list[str]:
+    nonnegative = "—" if r.variant == "supervised" or pd.isna(r.delta_kappa_4_nonnegative) else \
+        f"{int(r.delta_kappa_4_nonnegative)} of {int(r.n_seeds)}"
+    return [str(int(r.n_seeds)), _fmt(float(r.kappa_4_sd), 3),
+            "—" if r.variant == "supervised" else _fmt(float(r.delta_kappa_4_sd), 3), nonnegative]
+
+
+def sleep_markdown(summary: pd.DataFrame, table: pd.DataFrame, per_class: pd.DataFrame,
+                   title: str = "Sound-based sleep staging") -> str:
+    """The main table (:func:`summary_table`), the runs of every seed (:func:`sleep_table`) when a configuration was
+    run with several, and the per-class F1 table, as Markdown."""
+    seeds = bool(len(summary)) and int(summary.n_seeds.max()) > 1
+    models = sorted(set(summary.model))
+    ident = ["variant", "labeled", "unlabeled pool"]
+    seed_header = ["seeds", "4-class kappa sd", "Δ kappa sd", "seeds with Δ kappa ≥ 0"] if seeds else []
+    lines = [f"# {title}", "", _legend(summary, seeds)]
     for model in models:
-        rows = [[*_label_cells(r, seeds), _cell(r, "acc", 4, False), _cell(r, "kappa", 4), _cell(r, "macro_f1", 4),
-                 _cell(r, "acc", 3, False), _cell(r, "kappa", 3), _cell(r, "macro_f1", 3), _delta_cell(r, "kappa"),
-                 _delta_cell(r, "macro_f1"), _fmt(r.nights_test)]
-                for r in table[table.model == model].itertuples()]
-        lines += ["", f"## {model}" if len(models) > 1 else f"Model: {model}.", "", *_rows(header, rows)]
+        rows = [[*_label_cells(r, False), *_score_cells(r), *(_seed_cells(r) if seeds else []), _fmt(r.nights_test)]
+                for r in summary[summary.model == model].itertuples()]
+        lines += ["", f"## {model}" if len(models) > 1 else f"Model: {model}.", "",
+                  *_rows([*ident, *SCORE_HEADER, *seed_header, "test nights"], rows)]
     if not models:
         lines += ["", "No sleep-staging results."]
+    if seeds:
+        lines += ["", "## Runs of every seed", ""]
+        rows = [[r.model, *_label_cells(r, True), *_score_cells(r), _fmt(r.nights_test)] for r in table.itertuples()]
+        lines += _rows(["model", *ident, "seed", *SCORE_HEADER, "test nights"], rows)
     names = VIEWS[DELTA_VIEW]
     lines += ["", "## Per-class F1 (4-class view, test)", ""]
-    header = ["model", *ident, *names, "macro-F1", "test epochs per class (" + " / ".join(names) + ")"]
+    header = ["model", *ident, *(["seed"] if seeds else []), *names, "macro-F1",
+              "test epochs per class (" + " / ".join(names) + ")"]
     rows = [[r.model, *_label_cells(r, seeds), *(_fmt(float(getattr(r, f"f1_{n}")), 3) for n in names),
              _fmt(float(getattr(r, f"macro_f1_{DELTA_VIEW}")), 3),
              " / ".join(str(int(getattr(r, f"support_{n}"))) for n in names)] for r in per_class.itertuples()]
@@ -514,22 +619,24 @@ def _run_label(r) -> str:
 
 def confusion_figure(results: pd.DataFrame | Sequence[Path], out: Path, view: int = 4,
                      title: str | None = None) -> None:
-    """Row-normalised test confusion matrices of the ``view`` (rows: reference stage), one panel per run of
-    ``results`` (a :func:`load_sleep_results` frame or result files) with the share of each cell; PNG written
-    atomically to ``out``."""
+    """Row-normalised test confusion matrices of the ``view`` (rows: reference stage), one panel per configuration
+    of ``results`` (a :func:`load_sleep_results` frame or result files; the counts of its seeds summed, its kappa
+    averaged over them) with the share of each cell; PNG written atomically to ``out``."""
     df = results if isinstance(results, pd.DataFrame) else load_sleep_results(list(results))
-    runs = [r for r in df.itertuples() if getattr(r, f"confusion_{view}") is not None]
+    df = df[df[f"confusion_{view}"].notna()]
+    panels = [(runs.iloc[0], np.sum([np.asarray(c, dtype=float) for c in runs[f"confusion_{view}"]], axis=0),
+               float(runs[f"kappa_{view}"].astype(float).mean()), len(runs))
+              for _, runs in df.groupby(GROUP_KEYS, sort=False)]
     title = title or f"Test confusion matrices ({view}-class view, rows normalised)"
-    if not runs:
+    if not panels:
         return _message_figure(out, title, f"no sleep-staging runs with a {view}-class view")
     names = VIEWS[view]
-    columns = min(len(runs), 4)
-    rows = math.ceil(len(runs) / columns)
+    columns = min(len(panels), 4)
+    rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, squeeze=False, figsize=(0.6 + 3.2 * columns, 0.6 + 3.5 * rows))
-    for ax in axes.ravel()[len(runs):]:
+    for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    for ax, r in zip(axes.ravel(), runs):
-        counts = np.asarray(getattr(r, f"confusion_{view}"), dtype=float)
+    for ax, (r, counts, kappa, n_seeds) in zip(axes.ravel(), panels):
         totals = counts.sum(axis=1, keepdims=True)
         shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
         ax.imshow(shares, vmin=0.0, vmax=1.0, cmap="Blues")
@@ -541,8 +648,8 @@ def confusion_figure(results: pd.DataFrame | Sequence[Path], out: Path, view: in
         ax.set_yticks(range(view), names, fontsize=7)
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("reference", fontsize=7)
-        kappa = getattr(r, f"kappa_{view}")
-        ax.set_title(f"{_run_label(r)}\nkappa {_fmt(float(kappa), 3)}", fontsize=7)
+        seeds = f" (mean of {n_seeds} seeds)" if n_seeds > 1 else ""
+        ax.set_title(f"{_run_label(r)}\nkappa {_fmt(kappa, 3)}{seeds}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save_png(fig, out)
@@ -551,7 +658,7 @@ def confusion_figure(results: pd.DataFrame | Sequence[Path], out: Path, view: in
 def _hypnogram_runs(df: pd.DataFrame, variants: Sequence[str]) -> dict[str, Path]:
     """Prediction files of one run per variant in ``variants`` (those with predictions): the smallest labeled
     fraction that all of them were run at (else each variant's smallest), the in-distribution pool before the
-    out-of-distribution one."""
+    out-of-distribution one, the lowest seed."""
     have = df[df.variant.isin(variants) & df.predictions.map(lambda p: Path(p).is_file())]
     present = [v for v in variants if v in set(have.variant)]
     if not present:
@@ -561,29 +668,32 @@ def _hypnogram_runs(df: pd.DataFrame, variants: Sequence[str]) -> dict[str, Path
     for variant in present:
         rows = have[have.variant == variant]
         rows = rows[rows.fraction == min(shared)] if shared else rows[rows.fraction == rows.fraction.min()]
-        r = rows.sort_values("pool", key=lambda s: s.map(POOLS.index), kind="stable").iloc[0]
-        runs[_run_label(r)] = Path(r.predictions)
+        r = rows.assign(_pool=rows.pool.map(POOLS.index)).sort_values(["_pool", "seed"], kind="stable").iloc[0]
+        runs[_run_label(r) + (f", seed {r.seed}" if rows.seed.nunique() > 1 else "")] = Path(r.predictions)
     return runs
 
 
-OUTPUTS = ("sleep.md", "sleep.csv", "sleep_per_class.csv", "hypnogram.png", "sleep_confusion.png")
+OUTPUTS = ("sleep.md", "sleep.csv", "sleep_runs.csv", "sleep_per_class.csv", "hypnogram.png", "sleep_confusion.png")
 
 
 def write_sleep_report(result_paths: Sequence[Path], out_dir: Path,
                        hypnogram_variants: Sequence[str] = ("supervised", "both"), *,
                        title: str = "Sound-based sleep staging", n_bootstrap: int | None = None,
-                       level: float | None = None, seed: int = 0) -> dict[str, Path]:
-    """Write ``OUTPUTS`` to ``out_dir``, each atomically: the main table (Markdown, CSV), the per-class F1 table
-    (CSV), hypnograms of ``hypnogram_variants`` (see :func:`hypnogram_figure`; a figure saying so when none of
-    them has predictions) and confusion matrices. Returns ``{file name: path}``. Interval arguments: see
+                       level: float | None = None, seed: int = 0) -> tuple[dict[str, Path], pd.DataFrame]:
+    """Write ``OUTPUTS`` to ``out_dir``, each atomically: the main table over seeds (Markdown, ``sleep.csv``; see
+    :func:`summary_table`), the table of every run (``sleep_runs.csv``), the per-class F1 table (CSV), hypnograms of
+    ``hypnogram_variants`` (see :func:`hypnogram_figure`; a figure saying so when none of them has predictions) and
+    confusion matrices. Returns ``{file name: path}`` and the main table. Interval arguments: see
     :func:`sleep_table`."""
     out_dir = Path(out_dir)
     df = load_sleep_results(list(result_paths))
     table = sleep_table(df, n_bootstrap, level, seed)
+    summary = summary_table(df, table, n_bootstrap, level, seed)
     per_class = per_class_table(df)
     paths = {name: out_dir / name for name in OUTPUTS}
-    write_text_atomic(paths["sleep.md"], sleep_markdown(table, per_class, title))
-    write_text_atomic(paths["sleep.csv"], table.to_csv(index=False))
+    write_text_atomic(paths["sleep.md"], sleep_markdown(summary, table, per_class, title))
+    write_text_atomic(paths["sleep.csv"], summary.to_csv(index=False))
+    write_text_atomic(paths["sleep_runs.csv"], table.to_csv(index=False))
     write_text_atomic(paths["sleep_per_class.csv"], per_class.to_csv(index=False))
     runs = _hypnogram_runs(df, hypnogram_variants)
     if runs:
@@ -593,9 +703,9 @@ def write_sleep_report(result_paths: Sequence[Path], out_dir: Path,
                         f"no test predictions of {', '.join(hypnogram_variants)}")
     confusion_figure(df, paths["sleep_confusion.png"], DELTA_VIEW, f"{title}: test confusion matrices (4-class, "
                                                                    f"rows normalised)")
-    return paths
+    return paths, summary
 
 
-__all__ = ["OUTPUTS", "POOLS", "POOL_LABELS", "RESULT_COLUMNS", "TABLE_COLUMNS", "VARIANTS", "VARIANT_LABELS",
-           "confusion_figure", "hypnogram_figure", "load_sleep_predictions", "load_sleep_results", "per_class_table",
-           "sleep_markdown", "sleep_metrics", "sleep_table", "write_sleep_report"]
+__all__ = ["OUTPUTS", "POOLS", "POOL_LABELS", "RESULT_COLUMNS", "SUMMARY_COLUMNS", "TABLE_COLUMNS", "VARIANTS",
+           "VARIANT_LABELS", "confusion_figure", "hypnogram_figure", "load_sleep_predictions", "load_sleep_results",
+           "per_class_table", "sleep_markdown", "sleep_metrics", "sleep_table", "summary_table", "write_sleep_report"]

@@ -86,14 +86,15 @@ def run(view: dict, results: list[Path], out_dir: Path, periodic: list[Path] = (
 
 def sleep(view: dict, results: list[Path], out_dir: Path) -> dict:
     """The sleep-staging ablation's table, per-class F1, hypnogram and DVC metrics (``sleep_metrics.json``)."""
-    from ..report.sleep import load_sleep_results, sleep_metrics, sleep_table, write_sleep_report
+    from ..report.sleep import sleep_metrics, write_sleep_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = view["sleep"]["grid"]["variants"]
     wanted = view["sleep"].get("hypnogram", {}).get("variants", ["supervised", "both"])
-    written = write_sleep_report(results, out_dir, hypnogram_variants=tuple(v for v in wanted if v in grid) or grid[:1])
-    scores = sleep_metrics(sleep_table(load_sleep_results(results)))
+    written, summary = write_sleep_report(results, out_dir,
+                                          hypnogram_variants=tuple(v for v in wanted if v in grid) or grid[:1])
+    scores = sleep_metrics(summary)
     write_text_atomic(out_dir / "sleep_metrics.json", json.dumps(scores, indent=2, sort_keys=True) + "\n")
     return {"out_dir": str(out_dir), "results": len(results), "written": sorted(Path(p).name for p in written.values())
             + ["sleep_metrics.json"]}

@@ -1,10 +1,11 @@
 """Sound-based sleep staging: one run of the ablation grid (variant x labeled fraction x unlabeled pool).
 
-A run splits the scored nights of ``sleep.dataset`` by night (seeded, the same for every run): test, validation,
-nights whose labels are never used (the in-distribution unlabeled pool) and training nights. The first
-``fraction`` of the training nights (a seeded order, so smaller fractions are subsets of larger ones) keep their
-labels; the other training nights join the unlabeled pool with their labels hidden. Pool ``ood`` adds every
-night of the ``sleep.unlabeled`` datasets (e.g. home recordings with out-of-distribution noise).
+A run splits the scored nights of ``sleep.dataset`` by night (by the config's ``seed``, the same for every run):
+test, validation, nights whose labels are never used (the in-distribution unlabeled pool) and training nights. The
+first ``fraction`` of the training nights (in an order drawn from the run's seed, so that smaller fractions are
+subsets of larger ones) keep their labels; the other training nights join the unlabeled pool with their labels
+hidden. Pool ``ood`` adds every night of the ``sleep.unlabeled`` datasets (e.g. home recordings with
+out-of-distribution noise). Runs of several seeds (``sleep.grid.seeds``) share the night split.
 
 Variants (the paper's ablation and its baseline):
 
@@ -18,7 +19,11 @@ Variants (the paper's ablation and its baseline):
   class-aware contrastive loss of CCSSL over the weak and strong projections (:func:`physiossl.losses.ccssl_loss`).
 
 An epoch of training is one pass over the labeled sequences; unlabeled sequences are drawn at random alongside.
-AdamW with a cosine decay of the learning rate over ``max_epochs``; the unlabeled losses optionally ramp up.
+The unlabeled side draws its augmentations and dropout from its own seeded stream, so every variant sees the same
+labeled batches, augmentations and dropout masks as supervised-only training with the same seed (paired runs).
+The labeled batch and the unlabeled views go through the model in separate forward passes (on the demo, one
+joint pass with batch-norm statistics over both, as in FixMatch, scored lower). AdamW with a cosine decay of the
+learning rate over ``max_epochs``; the unlabeled losses optionally ramp up.
 The model of the epoch with the best validation kappa is evaluated on the test nights: every test epoch gets the
 mean of the softmax outputs of the sequences that cover it (stride ``seq_len // 2``); metrics for the trained
 class view and the coarser ones, with percentile intervals from resampling test nights.
@@ -195,10 +200,12 @@ def predict(model: nn.Module, arrays, seq_len: int, batch_size: int, device: tor
 
 
 def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlabeled_stores: list[Path],
-        out: Path) -> dict:
+        out: Path, seed: int | None = None) -> dict:
     """Train and test one sleep-staging run; writes ``out`` (.json), its ``.npz`` test predictions and ``.pt`` model.
 
-    ``view`` is the train_sleep stage's config view (see :func:`physiossl.config.stage_view`).
+    ``view`` is the train_sleep stage's config view (see :func:`physiossl.config.stage_view`); its ``seed`` splits
+    the nights. ``seed`` (default: the view's) is the run's: which training nights keep their labels, the
+    initialisation, the augmentations and the order of the batches.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if variant not in VARIANTS:
@@ -208,14 +215,15 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
                          "the others 'in' or 'ood'")
     if pool == "ood" and not unlabeled_stores:
         raise ValueError("pool 'ood' needs the stores of sleep.unlabeled (--unlabeled)")
-    cfg, seed, t = view["sleep"], view["seed"], view["sleep"]["train"]
+    cfg, t = view["sleep"], view["sleep"]["train"]
+    seed = view["seed"] if seed is None else int(seed)
     out, started = Path(out), time.time()
     L.seed_everything(seed, workers=True, verbose=False)
     n_classes, seq_len = cfg["n_classes"], cfg["seq_len"]
 
     root = open_sleep_store(store)
     night_ids = [str(n) for n in root["nights/id"][:]]
-    split = split_nights(night_ids, np.asarray(root["nights/labeled"][:]), cfg["splits"], seed)
+    split = split_nights(night_ids, np.asarray(root["nights/labeled"][:]), cfg["splits"], view["seed"])
     labeled = labeled_nights(split["train"], fraction, seed)
     hidden = sorted(set(split["train"]) - set(labeled))
     # float16 in RAM as in the store (a full PSG-Audio store is tens of GB); batches are float32
@@ -267,7 +275,8 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
     workdir = out.with_suffix(".lightning")
     stores = [store, *(unlabeled_stores if pool == "ood" else [])]
     created = [root.attrs.get("created_with")] + [open_sleep_store(s).attrs.get("created_with") for s in stores[1:]]
-    run_id = fingerprint(view, variant, fraction, pool, [(str(Path(s).resolve()), c) for s, c in zip(stores, created)])
+    run_id = fingerprint(view, variant, fraction, pool, seed,
+                         [(str(Path(s).resolve()), c) for s, c in zip(stores, created)])
     last = run_workdir(workdir, run_id)
     best = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val_kappa", mode="max",
                            save_last=True, save_top_k=1, enable_version_counter=False)
@@ -296,6 +305,7 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
     result = {
         "variant": variant, "fraction": fraction, "pool": pool, "model": cfg["model"]["name"],
         "model_args": cfg["model"].get("args", {}), "n_classes": n_classes, "seq_len": seq_len, "seed": seed,
+        "split_seed": view["seed"],
         "test": test_metrics, "val": all_views(np.where(np.isnan(val_probs).any(1), -1, val_true),
                                                np.nan_to_num(val_probs).argmax(1), n_classes), "best_epoch": best_epoch,
         "epochs_trained": trainer.current_epoch, "steps": trainer.global_step, "resumed": resumed,
