@@ -264,6 +264,11 @@ def test_sleep_demo_grid_runs_through_snakemake_and_dvc_export(tmp_path):
     metrics = json.loads((report / "sleep_metrics.json").read_text())
     assert set(metrics) == {"supervised/0.5/none", "both/0.5/in", "both/0.5/ood"}
     assert planned_jobs(project) == {}
+    # a change to the report code reruns the report, not the training runs
+    report_code = project / "src/physiossl/report/sleep.py"
+    report_code.write_text(report_code.read_text() + "\n# changed\n")
+    assert planned_jobs(project) == {"sleep_report": 1, "all": 1}
+    snakemake(project)
     # a second seed: only its runs and the report are planned
     config = yaml.safe_load((project / "config" / "tiny.yaml").read_text())
     config["sleep"]["grid"]["seeds"] = [0, 1]
@@ -283,6 +288,8 @@ def test_sleep_demo_grid_runs_through_snakemake_and_dvc_export(tmp_path):
     assert "results/tiny/report/hypnogram.png" in dvc["plots"]
     # no ECG code among the sleep stages' dependencies and no sleep code among the ECG ones
     assert not any("xresnet1d" in d for d in stage["deps"])
+    assert "src/physiossl/report/sleep.py" not in stage["deps"]
+    assert "src/physiossl/report/sleep.py" in dvc["stages"]["sleep_report"]["deps"]
 
 
 @pytest.mark.slow
@@ -302,3 +309,36 @@ def test_paper_sleep_grid_plans_every_run(tmp_path):
     n_runs = len(grid["fractions"]) * (1 + (len(grid["variants"]) - 1) * len(grid["pools"])) * len(grid["seeds"])
     assert jobs == {"download_data": 1, "convert_sleep": 2, "train_sleep": n_runs, "sleep_report": 1, "all": 1}
     assert n_runs == 108  # the count stated in config/paper_sleep.yaml and the README
+
+
+@pytest.mark.slow
+def test_train_stride_workers_and_strong_augment_settings(tiny_stores, tmp_path):
+    from physiossl.data.sleep_loading import load_sleep_arrays, sequence_starts
+
+    config = tiny_sleep_config()
+    t = config["sleep"]["train"]
+    default = _train(config, "supervised", "none", tiny_stores, tmp_path / "default.json")
+    train = load_sleep_arrays(tiny_stores["psg"], default["labeled_nights"])
+    steps = {}
+    for stride in (1, 3):   # steps per epoch follow the labeled sequences at sleep.train_stride
+        config["sleep"]["train_stride"] = stride
+        steps[stride] = _train(config, "supervised", "none", tiny_stores, tmp_path / f"stride{stride}.json")["steps"]
+        per_epoch = len(sequence_starts(train, None, config["sleep"]["seq_len"], stride)) // t["batch_size"]
+        assert steps[stride] == t["max_epochs"] * per_epoch > 0
+    assert steps[3] < steps[1] == default["steps"]   # the default stride is seq_len // 2 = 1
+    config["sleep"].pop("train_stride")
+
+    # worker processes only fetch sequences: the batches, and so the run, are those of num_workers 0
+    t["num_workers"] = 1
+    workers = _train(config, "both", "in", tiny_stores, tmp_path / "workers.json")
+    t["num_workers"] = 0
+    inline = _train(config, "both", "in", tiny_stores, tmp_path / "inline.json")
+    for key in ("test", "val", "best_epoch", "steps"):
+        assert workers[key] == inline[key], key
+
+    # CCSSL's strong view comes from sleep.strong_augment, validated under that name
+    config["sleep"]["strong_augment"] = [{"time_mask": {"n": 3, "max_frac": 0.3}}]
+    assert _train(config, "ccssl", "in", tiny_stores, tmp_path / "strong.json")["steps"] > 0
+    config["sleep"]["strong_augment"] = [{"time_mask": {"n": 3, "max_fraction": 0.3}}]
+    with pytest.raises(ValueError, match="sleep.strong_augment"):
+        _train(config, "ccssl", "in", tiny_stores, tmp_path / "bad.json")

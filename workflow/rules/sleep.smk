@@ -37,8 +37,9 @@ rule train_sleep:
     input:
         store=sleep_store_path(config["sleep"]["dataset"]),
         unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
-        code=code(*SLEEP_CODE, "losses/__init__.py", "losses/_common.py", "data/sleep_loading.py",
-                  "data/sleep_store.py", "data/sleep_stages.py", "eval/bootstrap.py", "stages/sleep.py"),
+        code=code(*(c for c in SLEEP_CODE if c != "report/sleep.py"), "losses/__init__.py", "losses/_common.py",
+                  "data/sleep_loading.py", "data/sleep_store.py", "data/sleep_stages.py", "eval/bootstrap.py",
+                  "stages/sleep.py"),
     wildcard_constraints:
         variant="supervised|sc|ssc|both|ccssl",
         fraction=r"[0-9.e-]+",

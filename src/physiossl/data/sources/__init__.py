@@ -15,6 +15,7 @@ Adding a dataset means adding one module here and a config entry.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +36,15 @@ def settle_quarantine(raw_dir: Path, out: Path, entries: list[tuple[str, str]], 
         raise ConversionError(
             f"{raw_dir}: {len(entries)} of {n_total} {unit} ({fraction:.2%}) quarantined, above the configured "
             f"maximum of {max_fraction:.2%}; see {quarantine_path(out)}")
+
+
+def float_or_none(value) -> float | None:
+    """A metadata field as a finite float; None where it is empty, not a number, NaN or infinite."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def available() -> list[str]:

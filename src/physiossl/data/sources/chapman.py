@@ -67,7 +67,7 @@ from .. import synth
 from ..fetch import CorruptArchiveError, DownloadError, download_file, fetch_archive_tree, safe_extract_zip
 from ..files import atomic_dir, sha256_file
 from ..store import LEADS, EcgStoreWriter
-from . import ConversionError, settle_quarantine
+from . import ConversionError, float_or_none, settle_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -592,14 +592,6 @@ def _write(candidates: list[_Candidate], raw_dir: Path, out: Path, fs: int, labe
     return summary
 
 
-def _float_or_none(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
 def _figshare_candidates(raw_dir: Path, fold_seed: int) -> tuple[list[_Candidate], dict, dict, str]:
     tables = read_name_tables(raw_dir)
     diag = read_diagnostics(raw_dir)
@@ -626,9 +618,9 @@ def _figshare_candidates(raw_dir: Path, fold_seed: int) -> tuple[list[_Candidate
             error = str(exc)
         seen.add(rid)
         gender = str(row["Gender"]).strip().upper() if isinstance(row["Gender"], str) else ""
-        meta = {"record_id": rid, "patient_id": rid, "fold": 0, "age": _float_or_none(row["PatientAge"]),
+        meta = {"record_id": rid, "patient_id": rid, "fold": 0, "age": float_or_none(row["PatientAge"]),
                 "sex": _SEX.get(gender, ""), "source": NAME}
-        targets = {t: _float_or_none(row[c]) for t, c in TARGETS.items() if c in diag.columns}
+        targets = {t: float_or_none(row[c]) for t, c in TARGETS.items() if c in diag.columns}
         targets = {t: (np.nan if v is None else v) for t, v in targets.items()}
         path = signal_dir / f"{rid}.csv"
         candidates.append(_Candidate(rid, (lambda p=path: (read_csv_record(p), NATIVE_FS)), meta, labels, targets, error))
@@ -716,7 +708,7 @@ def _wfdb_candidates(raw_dir: Path, fold_seed: int, progress: bool) -> tuple[lis
         if bad.any():
             raise ValueError(f"{int(bad.sum())} NaN/non-finite samples")
         cand.labels.update(split(str(c).strip() for c in record.dx if str(c).strip()))
-        cand.meta["age"] = _float_or_none(record.age)
+        cand.meta["age"] = float_or_none(record.age)
         cand.meta["sex"] = record.sex if record.sex in ("M", "F") else ""
         return signal, float(record.fs)
 

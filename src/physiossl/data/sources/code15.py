@@ -71,7 +71,7 @@ from .. import synth
 from ..fetch import CorruptArchiveError, DownloadError, download_file, safe_extract_zip
 from ..files import atomic_dir, replace_path, sha256_file
 from ..store import EcgStoreWriter, quarantine_path, write_quarantine
-from . import ConversionError, settle_quarantine
+from . import ConversionError, float_or_none, settle_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -631,14 +631,6 @@ def parse_bool(value) -> bool | None:
     raise ValueError(f"{value!r} is not a boolean")
 
 
-def _float_or_none(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 
 def tracings_provenance(raw_dir: Path, zenodo_record: str, hashes: dict[Path, str], fs: int,
                         ratio: tuple[int, int] | None, decision: dict, lead_check: dict,
@@ -713,9 +705,9 @@ def exam_fields(row: dict) -> tuple[dict, list[str], dict[str, float]]:
                 flag = None
             targets[name] = float("nan") if flag is None else float(flag)
         else:
-            value = _float_or_none(row[name])
+            value = float_or_none(row[name])
             targets[name] = float("nan") if value is None else value
-    age = _float_or_none(row["age"])
+    age = float_or_none(row["age"])
     meta = {"patient_id": patient_id, "fold": fold_of(patient_id), "age": age,
             "sex": "" if male is None else ("M" if male else "F"), "source": NAME}
     return meta, labels, targets
