@@ -342,3 +342,24 @@ def test_train_stride_workers_and_strong_augment_settings(tiny_stores, tmp_path)
     config["sleep"]["strong_augment"] = [{"time_mask": {"n": 3, "max_fraction": 0.3}}]
     with pytest.raises(ValueError, match="sleep.strong_augment"):
         _train(config, "ccssl", "in", tiny_stores, tmp_path / "bad.json")
+
+
+@pytest.mark.slow
+def test_unlabeled_side_leaves_the_labeled_training_untouched(tiny_stores, tmp_path, monkeypatch):
+    """Paired runs: with the unlabeled losses switched off, a semi-supervised run (its unlabeled loader still
+    iterated every epoch) is exactly supervised-only training of the same seed."""
+    import torch
+
+    from physiossl.stages import sleep
+
+    config = tiny_sleep_config()
+    reference = _train(config, "supervised", "none", tiny_stores, tmp_path / "supervised.json")
+    calls = []
+    monkeypatch.setattr(sleep.SleepStaging, "_unlabeled_losses", lambda self, xu, z_l, y: calls.append(xu.shape) or {})
+    paired = _train(config, "sc", "in", tiny_stores, tmp_path / "sc.json")
+    assert len(calls) == paired["steps"] > 0
+    for key in ("test", "val", "best_epoch", "steps"):
+        assert paired[key] == reference[key], key
+    weights = [torch.load(tmp_path / f"{name}.pt", weights_only=True)["state_dict"] for name in ("supervised", "sc")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

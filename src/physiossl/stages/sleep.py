@@ -261,9 +261,12 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
         sampler = RandomSampler(range(len(u_starts)), replacement=True,
                                 num_samples=len(loader) * t["unlabeled_batch_size"],
                                 generator=torch.Generator().manual_seed(seed + 1))
+        # the loader's own generator too: a loader without one draws its base seed from the global stream at every
+        # epoch, which would shift the labeled augmentations and dropout away from those of supervised-only training
         loaders = {"labeled": loader,
                    "unlabeled": _loader(SequenceDataset(unlabeled, u_starts, seq_len, None), t["unlabeled_batch_size"],
-                                        num_workers, sampler=sampler, drop_last=True)}
+                                        num_workers, sampler=sampler, drop_last=True,
+                                        generator=torch.Generator().manual_seed(seed + 2))}
     val_starts = sequence_starts(val, None, seq_len, max(1, seq_len // 2))
     val_true = to_view(val.stages, n_classes)
     val_loader = _loader(SequenceDataset(val, val_starts, seq_len, None), t["batch_size"], 0, shuffle=False)
