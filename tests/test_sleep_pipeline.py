@@ -345,7 +345,8 @@ def test_train_stride_workers_and_strong_augment_settings(tiny_stores, tmp_path)
 
 
 @pytest.mark.slow
-def test_unlabeled_side_leaves_the_labeled_training_untouched(tiny_stores, tmp_path, monkeypatch):
+@pytest.mark.parametrize("variant", ["sc", "ssc", "both", "ccssl"])
+def test_unlabeled_side_leaves_the_labeled_training_untouched(tiny_stores, tmp_path, monkeypatch, variant):
     """Paired runs: with the unlabeled losses switched off, a semi-supervised run (its unlabeled loader still
     iterated every epoch) is exactly supervised-only training of the same seed."""
     import torch
@@ -356,10 +357,10 @@ def test_unlabeled_side_leaves_the_labeled_training_untouched(tiny_stores, tmp_p
     reference = _train(config, "supervised", "none", tiny_stores, tmp_path / "supervised.json")
     calls = []
     monkeypatch.setattr(sleep.SleepStaging, "_unlabeled_losses", lambda self, xu, z_l, y: calls.append(xu.shape) or {})
-    paired = _train(config, "sc", "in", tiny_stores, tmp_path / "sc.json")
+    paired = _train(config, variant, "in", tiny_stores, tmp_path / f"{variant}.json")
     assert len(calls) == paired["steps"] > 0
     for key in ("test", "val", "best_epoch", "steps"):
         assert paired[key] == reference[key], key
-    weights = [torch.load(tmp_path / f"{name}.pt", weights_only=True)["state_dict"] for name in ("supervised", "sc")]
+    weights = [torch.load(tmp_path / f"{name}.pt", weights_only=True)["state_dict"] for name in ("supervised", variant)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

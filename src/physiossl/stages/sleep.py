@@ -100,9 +100,14 @@ class SleepStaging(L.LightningModule):
         self.augment = build_audio_augment(cfg["augment"], "sleep.augment")
         self.strong = build_audio_augment(cfg.get("strong_augment", cfg["augment"] + DEFAULT_STRONG),
                                           "sleep.strong_augment")
-        self.proj = (nn.Sequential(nn.Linear(model.embed_dim, model.embed_dim), nn.ReLU(),
-                                   nn.Linear(model.embed_dim, PROJ_DIM))
-                     if variant in ("ssc", "both", "ccssl") else None)
+        self.proj = None
+        if variant in ("ssc", "both", "ccssl"):
+            # initialised from a stream of its own: drawing it from the global one would shift the labeled
+            # augmentations and dropout away from those of supervised-only training of the same seed
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + 3)
+                self.proj = nn.Sequential(nn.Linear(model.embed_dim, model.embed_dim), nn.ReLU(),
+                                          nn.Linear(model.embed_dim, PROJ_DIM))
         self.val_data = val_data          # (window starts, true labels per epoch) of the validation nights
         self._val_windows: list[torch.Tensor] = []
 
@@ -184,16 +189,19 @@ class SleepStaging(L.LightningModule):
         self.log("val_macro_f1", float(metrics["macro_f1"]))
 
 
-def _loader(dataset: SequenceDataset, batch_size: int, num_workers: int, **kw) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, collate_fn=collate_batch, **kw)
+def _loader(dataset: SequenceDataset, batch_size: int, num_workers: int, seed: int, **kw) -> DataLoader:
+    """A DataLoader with a generator of its own: a loader without one draws its base seed from the global stream
+    every time it is iterated, which would tie the training augmentations and dropout to how often the other
+    loaders (unlabeled, validation) are iterated."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0,
+                      collate_fn=collate_batch, generator=torch.Generator().manual_seed(seed), **kw)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, arrays, seq_len: int, batch_size: int, device: torch.device) -> np.ndarray:
     """Per-epoch class probabilities (E, C) of every night of ``arrays``: the mean over the covering sequences."""
     starts = sequence_starts(arrays, None, seq_len, max(1, seq_len // 2))
-    loader = _loader(SequenceDataset(arrays, starts, seq_len, None), batch_size, 0, shuffle=False)
+    loader = _loader(SequenceDataset(arrays, starts, seq_len, None), batch_size, 0, 0, shuffle=False)
     model.eval().to(device)
     windows = [model(x.to(device)).softmax(-1).float().cpu() for x, _ in loader]
     return accumulate_windows(starts, seq_len, torch.cat(windows).numpy(), len(arrays.stages))
@@ -252,24 +260,20 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
     train_set = SequenceDataset(train, train_starts, seq_len, n_classes)
     batch_size = min(t["batch_size"], len(train_set))
     num_workers = t.get("num_workers", 0)
-    # own generators: the labeled batches are the same in every variant, whatever the unlabeled side draws
-    loader = _loader(train_set, batch_size, num_workers, shuffle=True, drop_last=True,
-                     generator=torch.Generator().manual_seed(seed))
+    # every loader and sampler has its own generator: the labeled batches are the same in every variant
+    loader = _loader(train_set, batch_size, num_workers, seed, shuffle=True, drop_last=True)
     loaders = loader
     if unlabeled is not None:
         u_starts = sequence_starts(unlabeled, None, seq_len, stride)
         sampler = RandomSampler(range(len(u_starts)), replacement=True,
                                 num_samples=len(loader) * t["unlabeled_batch_size"],
                                 generator=torch.Generator().manual_seed(seed + 1))
-        # the loader's own generator too: a loader without one draws its base seed from the global stream at every
-        # epoch, which would shift the labeled augmentations and dropout away from those of supervised-only training
         loaders = {"labeled": loader,
                    "unlabeled": _loader(SequenceDataset(unlabeled, u_starts, seq_len, None), t["unlabeled_batch_size"],
-                                        num_workers, sampler=sampler, drop_last=True,
-                                        generator=torch.Generator().manual_seed(seed + 2))}
+                                        num_workers, seed + 2, sampler=sampler, drop_last=True)}
     val_starts = sequence_starts(val, None, seq_len, max(1, seq_len // 2))
     val_true = to_view(val.stages, n_classes)
-    val_loader = _loader(SequenceDataset(val, val_starts, seq_len, None), t["batch_size"], 0, shuffle=False)
+    val_loader = _loader(SequenceDataset(val, val_starts, seq_len, None), t["batch_size"], 0, seed + 4, shuffle=False)
 
     model = build_sleep_model(cfg["model"]["name"], n_mels=n_mels, frames=frames, n_classes=n_classes,
                               **cfg["model"].get("args", {}))
