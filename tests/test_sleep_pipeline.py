@@ -220,7 +220,9 @@ def test_hidden_labels_never_reach_training(tiny_stores, tmp_path):
 
 
 @pytest.mark.slow
-def test_training_resumes_from_its_last_checkpoint(tiny_stores, tmp_path):
+def test_training_resumes_from_its_last_checkpoint(tiny_stores, tmp_path, monkeypatch):
+    from physiossl.stages import common
+
     config = tiny_sleep_config()
     out = tmp_path / "supervised.json"
     first = _train(config, "supervised", "none", tiny_stores, out)
@@ -229,6 +231,9 @@ def test_training_resumes_from_its_last_checkpoint(tiny_stores, tmp_path):
     assert not first["resumed"] and not second["resumed"] and second["epochs_trained"] == 3
     again = _train(config, "supervised", "none", tiny_stores, out)   # ... the same one resumes after the last epoch
     assert again["resumed"] and again["test"] == second["test"]
+    monkeypatch.setattr(common, "code_version", lambda: "other code")   # changed package code starts afresh
+    assert not _train(config, "supervised", "none", tiny_stores, out)["resumed"]
+    monkeypatch.undo()
     other = _train(config, "supervised", "none", tiny_stores, out, seed=1)   # another seed: a new run, same split
     assert not other["resumed"] and other["seed"] == 1 and other["split_seed"] == second["split_seed"] == 0
     assert other["split"] == second["split"] and other["run_id"] != second["run_id"]

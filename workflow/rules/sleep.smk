@@ -39,7 +39,7 @@ rule train_sleep:
         unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
         code=code(*(c for c in SLEEP_CODE if c != "report/sleep.py"), "losses/__init__.py", "losses/_common.py",
                   "data/sleep_loading.py", "data/sleep_store.py", "data/sleep_stages.py", "eval/bootstrap.py",
-                  "stages/sleep.py"),
+                  "stages/sleep.py", "stages/common.py", "stages/evaluate.py"),
     wildcard_constraints:
         variant="supervised|sc|ssc|both|ccssl",
         fraction=r"[0-9.e-]+",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -46,12 +47,24 @@ def resolve_device(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A hash of the package's source files: checkpoints written by other code are not resumed."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def run_workdir(workdir: Path, run_id: str) -> Path:
-    """Prepare a run's Lightning folder: wiped when it holds checkpoints of another run (config or data changed,
-    ``run_id`` differs), so only the same run resumes. Returns the path of its last checkpoint (may not exist)."""
+    """Prepare a run's Lightning folder: wiped when it holds checkpoints of another run (config, data or package
+    code changed), so only the same run resumes. Returns the path of its last checkpoint (may not exist)."""
     stamp = workdir / "fingerprint.txt"
+    run_id = fingerprint(run_id, code_version())
     if workdir.exists() and (not stamp.exists() or stamp.read_text() != run_id):
-        log.info("configuration or data changed since the checkpoints in %s were written: starting afresh", workdir)
+        log.info("configuration, data or code changed since the checkpoints in %s were written: starting afresh",
+                 workdir)
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(run_id)
