@@ -142,6 +142,9 @@ def test_committed_dvc_yaml_is_the_export_of_the_paper_config():
     deps = stages["pretrain-simclr"]["deps"]
     assert "src/physiossl/models/xresnet1d.py" in deps and "src/physiossl/methods/simclr.py" in deps
     assert "src/physiossl/methods/byol.py" not in deps and "src/physiossl/methods/base.py" in deps
+    # the stage helpers and the store reader that every training and evaluation stage runs
+    for stage in ("pretrain-simclr", "evaluate-cpc-finetune-all"):
+        assert {"src/physiossl/stages/common.py", "src/physiossl/data/store.py"} <= set(stages[stage]["deps"])
     assert "evaluate.robustness" in stages["evaluate-cpc-finetune-all"]["params"][0]["config/paper_ecg.yaml"]
     assert "evaluate.robustness" not in stages["evaluate-cpc-finetune-frac0.1"]["params"][0]["config/paper_ecg.yaml"]
     report = stages["report"]

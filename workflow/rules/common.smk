@@ -11,6 +11,11 @@ SLEEP_CODE = ("models/sleep.py", "augment/audio.py", "eval/sleep.py", "report/sl
               "losses/sequential_consistency.py", "losses/semi_supervised_contrastive.py", "losses/ccssl.py")
 
 
+# what every stage that reads an ECG store and writes run results runs besides its own modules: the store reader,
+# the atomic writers and the stage helpers (run fingerprints, checkpoints, JSON results)
+STAGE_CODE = ("data/store.py", "data/files.py", "stages/common.py")
+
+
 def code(*parts):
     """Python sources under src/physiossl that a rule's command runs (files of a named folder but SLEEP_CODE)."""
     root, files = Path("src/physiossl"), []

@@ -21,7 +21,7 @@ rule evaluate:
     input:
         store=store_path(config["evaluate"]["dataset"]),
         checkpoint=pretrained,
-        code=code("models", "eval", "augment", "data/loading.py", "stages/evaluate.py"),
+        code=code("models", "eval", "augment", "data/loading.py", *STAGE_CODE, "stages/evaluate.py"),
     wildcard_constraints:
         method=one_of(config["experiment"]["methods"]),
         protocol=one_of(config["experiment"]["protocols"]),
