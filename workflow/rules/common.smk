@@ -11,7 +11,7 @@ SLEEP_CODE = ("models/sleep.py", "augment/audio.py", "eval/sleep.py", "report/sl
               "losses/sequential_consistency.py", "losses/semi_supervised_contrastive.py", "losses/ccssl.py")
 
 
-# what every stage that reads an ECG store and writes run results runs besides its own modules: the store reader,
+# what every stage that reads a store and writes run results runs besides its own modules: the store reader,
 # the atomic writers and the stage helpers (run fingerprints, checkpoints, JSON results)
 STAGE_CODE = ("data/store.py", "data/files.py", "stages/common.py")
 

@@ -38,8 +38,8 @@ rule train_sleep:
         store=sleep_store_path(config["sleep"]["dataset"]),
         unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
         code=code(*(c for c in SLEEP_CODE if c != "report/sleep.py"), "losses/__init__.py", "losses/_common.py",
-                  "data/sleep_loading.py", "data/sleep_store.py", "data/sleep_stages.py", "eval/bootstrap.py",
-                  "stages/sleep.py", "stages/common.py", "stages/evaluate.py"),
+                  "data/sleep_loading.py", "data/sleep_store.py", "data/sleep_stages.py", "data/loading.py",
+                  "data/audio.py", "eval/bootstrap.py", *STAGE_CODE, "stages/sleep.py", "stages/evaluate.py"),
     wildcard_constraints:
         variant="supervised|sc|ssc|both|ccssl",
         fraction=r"[0-9.e-]+",
@@ -71,7 +71,8 @@ rule sleep_report:
     input:
         results=sleep_results(),
         predictions=[path.replace(".json", ".npz") for path in sleep_results()],
-        code=code("report/sleep.py", "eval/sleep.py", "eval/bootstrap.py", "data/sleep_stages.py", "stages/report.py"),
+        code=code("report/sleep.py", "report/tables.py", "eval/sleep.py", "eval/bootstrap.py", "data/sleep_stages.py",
+                  "data/files.py", "stages/report.py"),
     params:
         cfg=stage_view(config, "sleep_report"),
     shell:

@@ -62,6 +62,11 @@ log = logging.getLogger(__name__)
 VARIANTS = ("supervised", "sc", "ssc", "both", "ccssl")
 POOLS = ("none", "in", "ood")
 PROJ_DIM = 128
+#: Offsets from a run's seed of its random streams, each drawn on its own so that the labeled side (training loader
+#: at the seed itself: batches, augmentations, dropout) is the same in every variant; the unlabeled branch seeds
+#: its step ``s`` at ``seed * UNLABELED_STEP_STRIDE + s``.
+STREAM = {"unlabeled_sampler": 1, "unlabeled_loader": 2, "projection_head": 3, "validation_loader": 4}
+UNLABELED_STEP_STRIDE = 1_000_003
 DEFAULT_STRONG = [{"time_mask": {"n": 2, "max_frac": 0.2}}, {"freq_mask": {"n": 2, "max_bins": 6}}]
 
 
@@ -105,7 +110,7 @@ class SleepStaging(L.LightningModule):
             # initialised from a stream of its own: drawing it from the global one would shift the labeled
             # augmentations and dropout away from those of supervised-only training of the same seed
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + 3)
+                torch.manual_seed(seed + STREAM["projection_head"])
                 self.proj = nn.Sequential(nn.Linear(model.embed_dim, model.embed_dim), nn.ReLU(),
                                           nn.Linear(model.embed_dim, PROJ_DIM))
         self.val_data = val_data          # (window starts, true labels per epoch) of the validation nights
@@ -128,7 +133,7 @@ class SleepStaging(L.LightningModule):
         # sees the same labeled batches, augmentations and dropout masks as supervised-only training (paired runs)
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed * 1_000_003 + self.global_step)
+            torch.manual_seed(self.seed * UNLABELED_STEP_STRIDE + self.global_step)
             losses.update(self._unlabeled_losses(batch["unlabeled"][0], z_l, y))
         return losses
 
@@ -267,13 +272,15 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
         u_starts = sequence_starts(unlabeled, None, seq_len, stride)
         sampler = RandomSampler(range(len(u_starts)), replacement=True,
                                 num_samples=len(loader) * t["unlabeled_batch_size"],
-                                generator=torch.Generator().manual_seed(seed + 1))
+                                generator=torch.Generator().manual_seed(seed + STREAM["unlabeled_sampler"]))
         loaders = {"labeled": loader,
                    "unlabeled": _loader(SequenceDataset(unlabeled, u_starts, seq_len, None), t["unlabeled_batch_size"],
-                                        num_workers, seed + 2, sampler=sampler, drop_last=True)}
+                                        num_workers, seed + STREAM["unlabeled_loader"], sampler=sampler,
+                                        drop_last=True)}
     val_starts = sequence_starts(val, None, seq_len, max(1, seq_len // 2))
     val_true = to_view(val.stages, n_classes)
-    val_loader = _loader(SequenceDataset(val, val_starts, seq_len, None), t["batch_size"], 0, seed + 4, shuffle=False)
+    val_loader = _loader(SequenceDataset(val, val_starts, seq_len, None), t["batch_size"], 0,
+                         seed + STREAM["validation_loader"], shuffle=False)
 
     model = build_sleep_model(cfg["model"]["name"], n_mels=n_mels, frames=frames, n_classes=n_classes,
                               **cfg["model"].get("args", {}))
