@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from physiossl.augment.periodic import SpeedViews, sample_speeds, speed_resample
-from physiossl.losses.simper import mxcorr, npsd, simper_loss
+from physiossl.losses.simper import band_bins, mxcorr, npsd, simper_loss
 
 
 def t64(x) -> torch.Tensor:
@@ -161,6 +161,14 @@ def test_npsd_sinusoids_and_out_of_band_power():
     assert npsd(t64([noisy]), t64([one])).item() < 0.1
     # shifted by a whole number of cycles of every component: same power spectrum
     assert npsd(t64([one]), t64([np.roll(one, 3)]), fs=fs, band=band).item() == pytest.approx(1.0, abs=1e-10)
+
+
+def test_npsd_band_edge_on_a_bin_keeps_that_bin():
+    # fs 30 Hz, T 50: bins of 0.6 Hz, the 25th is exactly 15 Hz (float32 rfftfreq gives 15.000000954)
+    alternation = t64([[(-1.0) ** k for k in range(50)]])
+    assert npsd(alternation, alternation, fs=30.0, band=(0.25, 15.0)).item() == pytest.approx(1.0, abs=1e-12)
+    assert npsd(alternation, alternation, fs=30.0, band=(15.0, 15.0)).item() == pytest.approx(1.0, abs=1e-12)
+    assert band_bins(50, 30.0, 0.25, 15.0).nonzero().flatten().tolist() == list(range(1, 26))
 
 
 def test_npsd_errors_and_constant_series():

@@ -62,8 +62,10 @@ def _beat_times(spec: EcgSpec, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(times)
 
 
-def synthesize(spec: EcgSpec, rng: np.random.Generator, fs: int = FS) -> np.ndarray:
-    """One record, (12, fs * 10) float32 in mV."""
+def synthesize(spec: EcgSpec, rng: np.random.Generator, fs: int = FS, *, beats: np.ndarray | None = None,
+               ectopic: np.ndarray | None = None) -> np.ndarray:
+    """One record, (12, fs * 10) float32 in mV. ``beats`` (s) replaces the beat times that the rhythm would draw
+    and ``ectopic`` (bool, one per beat) the beats that ``PVC`` would make ventricular (wide, no P wave)."""
     n = int(fs * DURATION_S)
     t = np.arange(n) / fs
     scale = rng.uniform(0.8, 1.2) * np.exp(rng.normal(0, 0.1, 12))
@@ -100,11 +102,13 @@ def synthesize(spec: EcgSpec, rng: np.random.Generator, fs: int = FS) -> np.ndar
         for k in amp:
             amp[k][:6] *= 0.35
     offsets = {"P": -pr, "Q": -0.03, "R": 0.0, "S": 0.03, "R2": 0.07, "T": 0.0}
-    beats = _beat_times(spec, rng)
+    beats = _beat_times(spec, rng) if beats is None else np.asarray(beats, dtype=np.float64)
     rr = 60.0 / spec.heart_rate
     qt = 0.28 * np.sqrt(rr)
     pvc = np.zeros(len(beats), bool)
-    if "PVC" in m:
+    if ectopic is not None:
+        pvc = np.asarray(ectopic, bool)
+    elif "PVC" in m:
         pvc[rng.choice(len(beats), size=max(1, len(beats) // 5), replace=False)] = True
     centres, widths, amps = [], [], []
     for b, is_pvc in zip(beats, pvc):

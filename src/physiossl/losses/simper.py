@@ -74,6 +74,16 @@ def _power(x: torch.Tensor) -> torch.Tensor:
     return spectrum.real.square() + spectrum.imag.square()
 
 
+def band_bins(t: int, fs: float, low: float, high: float) -> torch.Tensor:
+    """(T // 2 + 1,) bool: which rfft bins f_k = k fs / T of a ``t``-sample series lie in [low, high] Hz.
+
+    The frequencies are computed as k · fs / T in float64 (``torch.fft.rfftfreq`` returns float32 whatever the
+    dtype asked of its input, so a band edge that falls exactly on a bin, e.g. 15 Hz at fs 30 Hz and T = 50,
+    would come out as 15.000000954 and drop that bin)."""
+    freqs = torch.arange(t // 2 + 1, dtype=torch.float64) * float(fs) / t
+    return (freqs >= low) & (freqs <= high)
+
+
 @full_precision
 def npsd(a: torch.Tensor, b: torch.Tensor, fs: float | None = None,
          band: Sequence[float] | None = None) -> torch.Tensor:
@@ -96,8 +106,7 @@ def npsd(a: torch.Tensor, b: torch.Tensor, fs: float | None = None,
         if fs is None or not fs > 0 or low > high:
             raise ValueError(f"npsd with a band needs fs > 0 and band (low, high) with low <= high, "
                              f"got fs={fs}, band={tuple(band)}")
-        freqs = torch.fft.rfftfreq(t, d=1.0 / fs, device=a.device)
-        keep = (freqs >= low) & (freqs <= high)
+        keep = band_bins(t, fs, low, high).to(a.device)
         if not bool(keep.any()):
             raise ValueError(f"no frequency bin of a {t}-sample series at fs={fs} Hz lies in the band {low}-{high} Hz")
         pa, pb = pa[..., keep], pb[..., keep]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..augment.periodic import SpeedViews
-from ..losses.simper import SIMILARITIES, simper_loss
+from ..losses.simper import SIMILARITIES, band_bins, simper_loss
 from . import register
 from .base import SSLMethod
 
@@ -132,8 +132,7 @@ class SimPer(SSLMethod):
             log.info("SimPer: %s; target frequencies above %.3g Hz alias at the highest speed %g (band_hz %g–%g Hz)",
                      where, nyquist / high, high, f_lo, f_hi)
         band = (low * f_lo, min(high * f_hi, nyquist))
-        freqs = torch.fft.rfftfreq(self.series_len, d=1.0 / self.feature_fs)
-        if self.cfg["similarity"] == "npsd" and not bool(((freqs >= band[0]) & (freqs <= band[1])).any()):
+        if self.cfg["similarity"] == "npsd" and not bool(band_bins(self.series_len, self.feature_fs, *band).any()):
             raise ValueError(f"SimPer: no frequency bin of the {self.series_len}-sample feature series at "
                              f"{self.feature_fs:g} Hz lies in the band {band[0]:g}–{band[1]:g} Hz; lengthen view_s "
                              f"or widen band_hz")
