@@ -521,3 +521,90 @@ def test_cli_demo_and_convert(tmp_path, capsys):
     root = assert_cli_converts(capsys, "cinc2020", raw, tmp_path / "cli.zarr", 8)
     assert root.attrs["fs"] == 100
     assert root["signals"].shape == (8, 12, 1000)  # the default cap: 10 s
+
+
+# --------------------------------------------------------------------------------------------- real header forms
+#: One record per source, its header written as the releases write it. "2020": the original challenge files
+#: (record line with date then time, ``16+24``, ``1000/mV``, ``#Age:``; Georgia names the record with its
+#: ``.mat`` suffix and, before August 2020, a gain of 4880; PTB's sex in lower case); "1.0.2": the rewritten
+#: headers of PhysioNet's challenge-2020 1.0.2 (no date, ``16x1+24``, ``1000.0(0)/mV``, lower-case ``mv`` for
+#: PTB and PTB-XL, ``# Age:`` with a space, a Dx code repeated, no ``# Sx`` line for PTB and Georgia).
+#: (source dir, record, fs, samples, record-line tail in the 2020 form, gain, 2020 sex, 1.0.2 unit)
+REAL_FORMS = [
+    ("cpsc_2018", "A0001", 500, 7500, "05-Feb-2020 11:39:16", 1000, "Male", "mV"),
+    ("cpsc_2018_extra", "Q1083", 500, 25335, "05-Feb-2020 11:39:16", 1000, "Female", "mV"),
+    ("st_petersburg_incart", "I0001", 257, 462600, "10-Jan-2020 11:39:16", 1000, "Male", "mV"),
+    ("ptb", "S0316", 1000, 115200, "15-May-2020 15:22:05", 1000, "female", "mv"),
+    ("ptb-xl", "HR00001", 500, 5000, "04-Jun-2020 15:11:55", 1000, "Female", "mv"),
+    ("georgia", "E00001", 500, 5000, "05-May-2020 14:50:55", 4880, "Female", "mV"),
+]
+
+
+def write_real_form(directory: Path, source: str, name: str, fs: int, n: int, stamp: str, gain: int, sex: str,
+                    unit: str, style: str, rng: np.random.Generator) -> np.ndarray:
+    """Write ``name``.hea/.mat in the given header style; returns the digital (12, n) int16 values."""
+    from physiossl.data import synth
+    beat = synth.synthesize(synth.sample_spec(rng), rng)
+    beat = resample_poly(beat, fs, synth.FS, axis=1) if fs != synth.FS else beat
+    signal = np.tile(beat, (1, -(-n // beat.shape[1])))[:, :n]
+    gain = gain if style == "2020" else 1000
+    digital = np.clip(np.round(signal * gain), -32767, 32767).astype(np.int16)
+    directory.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(directory / f"{name}.mat"), {"val": digital}, format="4")
+    checksums = (digital.astype(np.int64).sum(axis=1) + 32768) % 65536 - 32768
+    if style == "2020":
+        lines = [f"{name}.mat 12 {fs} {n} {stamp}" if source == "georgia" else f"{name} 12 {fs} {n} {stamp}"]
+        lines += [f"{name}.mat 16+24 {gain}/mV 16 0 {digital[k, 0]} {checksums[k]} 0 {lead}"
+                  for k, lead in enumerate(LEADS)]
+        age = "NaN" if source == "georgia" else "74"
+        lines += [f"#Age: {age}", f"#Sex: {sex}", "#Dx: 426783006", "#Rx: Unknown", "#Hx: Unknown", "#Sx: Unknown"]
+    else:
+        lines = [f"{name} 12 {fs} {n}"]
+        lines += [f"{name}.mat 16x1+24 1000.0(0)/{unit} 16 0 {digital[k, 0]} {checksums[k]} 0 {lead}"
+                  for k, lead in enumerate(LEADS)]
+        age = "NaN" if source == "georgia" else "59"
+        lines += [f"# Age: {age}", "# Sex: Female", "# Dx: 426783006,164889003,164889003", "# Rx: Unknown",
+                  "# Hx: Unknown"] + ([] if source in ("ptb", "georgia") else ["# Sx: Unknown"])
+    (directory / f"{name}.hea").write_text("\n".join(lines) + "\n")
+    return digital
+
+
+@pytest.mark.parametrize("style", ["2020", "1.0.2"])
+def test_real_header_forms_of_all_six_sources_convert(style, tmp_path):
+    """Every source's record is stored under its own name, none quarantined, with the values the header's gain
+    gives, the rate of its header, and its age (NaN: unknown), sex and de-duplicated codes."""
+    raw, rng, digital = tmp_path / "raw", np.random.default_rng(7), {}
+    for source, name, fs, n, stamp, gain, sex, unit in REAL_FORMS:
+        digital[name] = write_real_form(raw / "training" / source / "g1", source, name, fs, n, stamp, gain, sex,
+                                        unit, style, rng)
+    cinc2020._write_tables(raw, {})
+    georgia = raw / "training" / "georgia" / "g1" / "E00001.hea"
+    if style == "2020":
+        with pytest.raises(Exception):
+            wfdb.rdrecord(str(georgia.with_suffix("")))      # the form wfdb-python rejects (its issue 351)
+    rec = read_challenge_record(georgia)
+    gain = 4880 if style == "2020" else 1000
+    assert rec.name == "E00001" and rec.fs == 500 and rec.age is None and rec.sex == "F"
+    np.testing.assert_allclose(rec.signal, digital["E00001"] / gain, rtol=0, atol=1e-6)
+
+    out = tmp_path / "cinc2020_500hz.zarr"
+    summary = cinc2020.convert(raw, out, fs=500, max_quarantine_fraction=0.0, progress=False)
+    assert summary["records"] == len(REAL_FORMS) and summary["quarantined"] == 0
+    assert read_quarantine(out) == {}
+    root = open_store(out)
+    meta = read_meta(root)
+    names = [name for _, name, *_ in REAL_FORMS]
+    assert sorted(meta["record_id"]) == sorted(names)
+    signals = root["signals"][:]
+    labels, classes = read_labels(root, "all")
+    for i, rid in enumerate(meta["record_id"]):
+        source, name, fs, n, stamp, gain, sex, unit = REAL_FORMS[names.index(rid)]
+        if fs == 500:   # stored as read: digital / gain, first 10 s
+            g = gain if style == "2020" else 1000
+            np.testing.assert_allclose(signals[i], digital[rid][:, :5000] / g, rtol=0, atol=1e-6)
+        assert meta["source"][i] == source
+        expected_age = None if source == "georgia" else (74 if style == "2020" else 59)
+        assert (np.isnan(meta["age"][i]) if expected_age is None else meta["age"][i] == expected_age)
+        codes = {c for c, on in zip(classes, labels[i]) if on}
+        assert codes == ({"426783006"} if style == "2020" else {"426783006", "164889003"})
+    assert root.attrs["truncated"] == {"I0001": 1800.0, "Q1083": 50.67, "S0316": 115.2, "A0001": 15.0}

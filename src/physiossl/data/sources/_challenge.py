@@ -14,7 +14,8 @@ demographics and labels::
     #Dx: 164934002,426783006
 
 :func:`read_challenge_record` reads with ``wfdb.rdrecord`` first. Some genuine headers are rejected by
-wfdb (a record line with a time and a date after the sample count, e.g. ``11:39:16 05-Feb-2020``); for
+wfdb (a record line with a time and a date after the sample count, e.g. ``11:39:16 05-Feb-2020``, or the
+record name written with its ``.mat`` suffix, as Georgia's headers do: ``E00001.mat 12 500 5000 ...``); for
 those the header is parsed here and ``val`` is read with ``scipy.io.loadmat``, converting
 ``(digital - baseline) / gain`` the way wfdb does (float64, then float32). wfdb reads ``16+24`` as raw
 int16 after 24 bytes without looking at the MATLAB header, so its result is used only when the .mat is
@@ -178,7 +179,7 @@ def _read_fallback(hea_path: Path) -> ChallengeRecord:
     if len(rec) < 4:
         raise ValueError(f"{where}header record line {body[0]!r} lacks name, n_sig, fs, n_samples")
     try:
-        name, n_sig = rec[0], int(rec[1])
+        name, n_sig = _record_name(rec[0]), int(rec[1])
         fs = float(rec[2].split("/")[0].split("(")[0])
         n_samples = int(rec[3])
     except ValueError as exc:
@@ -242,6 +243,12 @@ def _read_fallback(hea_path: Path) -> ChallengeRecord:
 
 
 # --------------------------------------------------------------------------------------------- shared
+def _record_name(token: str) -> str:
+    """The record name of a header's record line. Georgia headers of the challenge releases write the name with
+    its data file's suffix (``E00001.mat 12 500 5000 ...``), which wfdb rejects; the record is ``E00001``."""
+    return token[:-4] if token.lower().endswith(".mat") else token
+
+
 def _canonical_order(sig_names: list[str], n_sig: int, where: str) -> list[str]:
     names = [_LEAD_ALIASES.get(str(n).strip().upper()) for n in sig_names]
     if n_sig != len(LEADS) or len(sig_names) != len(LEADS) or sorted(n for n in names if n) != sorted(LEADS):
