@@ -52,6 +52,33 @@ def test_fold_subsets_take_the_first_training_folds(demo_store):
         evaluate.training_subset(cache, [1, 2], "half", 0, demo_store)
 
 
+def test_label_conventions_select_records_and_classes(demo_store):
+    """training_positives keeps every record and scores the classes with training positives; ptbxl_benchmark drops
+    the records with an empty label set from every split and scores the classes present in any split."""
+    splits = {"train": [9], "val": [10], "test": [1, 2, 3, 4, 5, 6, 7, 8]}
+    caches = {name: SignalCache(demo_store, folds=folds) for name, folds in splits.items()}
+    labels = {name: cache.labels("form")[0] for name, cache in caches.items()}
+    assert all((~y.any(axis=1)).any() for y in labels.values())          # every split has empty 'form' rows
+
+    same, trained, classes = evaluate.select_labels(caches, "form", "training_positives")
+    assert {name: len(c) for name, c in same.items()} == {name: len(c) for name, c in caches.items()}
+    np.testing.assert_array_equal(trained, labels["train"].any(axis=0))
+    assert 0 < trained.sum() < len(classes)                              # fold 9 lacks some 'form' classes
+
+    kept, present, _ = evaluate.select_labels(caches, "form", "ptbxl_benchmark")
+    np.testing.assert_array_equal(present, np.logical_or.reduce([y.any(axis=0) for y in labels.values()]))
+    assert present.sum() > trained.sum()
+    for name, cache in kept.items():
+        assert len(cache) == int(labels[name].any(axis=1).sum())
+        assert cache.labels("form")[0].any(axis=1).all()
+        assert set(cache.record_ids) <= set(caches[name].record_ids)
+    # 'all' has no empty rows in PTB-XL: the benchmark convention keeps the caches as they are
+    kept_all, _, _ = evaluate.select_labels(caches, "all", "ptbxl_benchmark")
+    assert all(kept_all[name] is caches[name] for name in caches)
+    with pytest.raises(ValueError, match="label_convention"):
+        evaluate.select_labels(caches, "form", "benchmark")
+
+
 def test_protocol_overrides_apply_to_their_method_only():
     ev = {"finetune": {"epochs": 10, "lr": 1e-3, "weight_decay": 0.0,
                        "overrides": {"cpc": {"head_first_epochs": 2, "lr_decay": 0.5}}}}
@@ -153,6 +180,7 @@ def test_evaluation_writes_intervals_robustness_and_predictions(tmp_path, demo_s
     again = macro_auc_ci(saved["y_true"], saved["y_score"], saved["bootstrap_ids"], level=0.95)
     assert again == stored["test_ci"]
     assert list(saved["classes"]) == stored["classes"]
+    assert stored["label_convention"] == "training_positives"
 
     fraction = tmp_path / "frac.json"
     view = stage_view(config, "evaluate", protocol="linear", subset="frac0.25")

@@ -325,7 +325,7 @@ def stage_keys(config: dict, stage: str, method: str | None = None, protocol: st
     common += [f"evaluate.{k}" for k in ("dataset", "train_folds", "val_fold", "test_fold", "window_s", "stride_s",
                                          "aggregate", "batch_size", "bootstrap")]
     if stage == "evaluate":
-        keys = common + ["evaluate.label_set", f"evaluate.{protocol}"]
+        keys = common + ["evaluate.label_set", *_present(config, "evaluate.label_convention"), f"evaluate.{protocol}"]
         if subset == ALL_LABELS and "robustness" in config["evaluate"]:
             keys.append("evaluate.robustness")
         return keys

@@ -67,6 +67,30 @@ def training_subset(cache: SignalCache, train_folds: list[int], subset: str, see
     raise ValueError(f"unknown training subset {subset!r} (all, frac<f>, folds<k>)")
 
 
+#: how records and classes of a label set are chosen (``evaluate.label_convention``; the first is the default):
+#: ``training_positives`` keeps every record (an empty label set is an all-negative row) and scores the classes
+#: with positives in the training folds; ``ptbxl_benchmark`` follows the PTB-XL benchmark (Strodthoff et al.
+#: 2021, its ``select_data``): records with an empty label set are dropped from every split and the classes are
+#: those present in the data (any of the training, validation and test folds).
+LABEL_CONVENTIONS = ("training_positives", "ptbxl_benchmark")
+
+
+def select_labels(caches: dict[str, SignalCache], label_set: str, convention: str
+                  ) -> tuple[dict[str, SignalCache], np.ndarray, list[str]]:
+    """The splits' caches after the convention's record selection, the mask of the label set's classes that are
+    scored and all its classes."""
+    labels = {name: cache.labels(label_set)[0] for name, cache in caches.items()}
+    classes = caches["train"].labels(label_set)[1]
+    if convention == "training_positives":
+        return caches, labels["train"].sum(axis=0) > 0, classes
+    if convention != "ptbxl_benchmark":
+        raise ValueError(f"unknown evaluate.label_convention {convention!r} (one of {', '.join(LABEL_CONVENTIONS)})")
+    kept = {name: cache if labels[name].any(axis=1).all() else cache.subset(np.flatnonzero(labels[name].any(axis=1)))
+            for name, cache in caches.items()}
+    present = np.logical_or.reduce([labels[name].any(axis=0) for name in caches])
+    return kept, present, classes
+
+
 def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoint: Path | None = None,
         subset: str = ALL_LABELS, random_encoder: str | None = None) -> dict:
     """``random_encoder``: the encoder of a random-initialisation baseline (no checkpoint)."""
@@ -77,9 +101,8 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
         raise ValueError(f"method {method!r}: give a checkpoint or a random-init encoder, exactly one of them")
     splits = {"train": ev["train_folds"], "val": [ev["val_fold"]], "test": [ev["test_fold"]]}
     caches = {name: SignalCache(store, folds=folds) for name, folds in splits.items()}
-    # the classes are those with training positives in all training folds, whatever the subset
-    train_labels, all_classes = caches["train"].labels(ev["label_set"])
-    trained = train_labels.sum(axis=0) > 0
+    convention = ev.get("label_convention", LABEL_CONVENTIONS[0])
+    caches, trained, all_classes = select_labels(caches, ev["label_set"], convention)
     classes = [c for c, keep in zip(all_classes, trained) if keep]
     untrainable = [c for c, keep in zip(all_classes, trained) if not keep]
     if not classes:
@@ -114,7 +137,7 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
     summary = {
         "method": method, "protocol": protocol, "dataset": caches["train"].attrs["dataset"], "store": str(store),
         "subset": subset_description(subset, len(caches["train"])),
-        "label_set": ev["label_set"], "aggregate": ev["aggregate"], "seed": view["seed"],
+        "label_set": ev["label_set"], "label_convention": convention, "aggregate": ev["aggregate"], "seed": view["seed"],
         "folds": {"train": ev["train_folds"], "val": ev["val_fold"], "test": ev["test_fold"]},
         "n_records": {name: len(cache) for name, cache in caches.items()},
         "classes": classes, "classes_without_training_positives": untrainable,
@@ -142,4 +165,4 @@ def save_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["run", "load_encoder", "protocol_settings", "random_encoder_args", "save_npz", "subset_description", "training_subset"]
+__all__ = ["LABEL_CONVENTIONS", "run", "load_encoder", "select_labels", "protocol_settings", "random_encoder_args", "save_npz", "subset_description", "training_subset"]
