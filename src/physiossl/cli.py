@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -18,10 +19,32 @@ def _cmd_demo(args) -> dict:
 
 
 def _cmd_download(args) -> dict:
+    """``physiossl download SOURCE --out DIR [--url URL]``, or ``--configfile C --dataset D``: the options of
+    ``datasets.D.download`` (url, api, verify, ...) go to the source's ``download``."""
     from .data.sources import get_source
-    source = get_source(args.dataset)
-    path = source.download(Path(args.out), url=args.url or source.URL, progress=not args.no_progress)
+    options: dict = {}
+    name = args.dataset
+    if args.configfile:
+        config = load_config(args.configfile)
+        ds = config["datasets"].get(args.dataset)
+        if ds is None:
+            raise ConfigError(f"{args.configfile}: no dataset '{args.dataset}' under 'datasets'")
+        name, options = ds["source"], dict(ds.get("download", {}))
+    source = get_source(name)
+    if args.url:
+        options["url"] = args.url
+    try:
+        signature = inspect.signature(source.download).bind(Path(args.out), progress=not args.no_progress, **options)
+    except TypeError as exc:
+        where = f"{args.configfile}: datasets.{args.dataset}.download" if args.configfile else "download"
+        raise ConfigError(f"{where}: {exc} (source '{name}' takes {_options(source.download)})") from exc
+    path = source.download(*signature.args, **signature.kwargs)
     return {"raw": str(path)}
+
+
+def _options(function) -> str:
+    params = [p for p in inspect.signature(function).parameters.values() if p.name not in ("out_dir", "progress")]
+    return ", ".join(p.name for p in params) or "no options"
 
 
 def _cmd_convert(args) -> dict:
@@ -136,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("download", help="download and verify a dataset (resumes broken transfers)")
-    p.add_argument("dataset")
+    p.add_argument("dataset", help="a source, or with --configfile a dataset of the config")
     p.add_argument("--out", required=True)
     p.add_argument("--url", default=None, help="archive URL (default: the dataset's official one)")
+    p.add_argument("--configfile", default=None,
+                   help="read the dataset's source and its download options (datasets.<dataset>.download) from here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_download)
 

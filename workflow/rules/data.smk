@@ -27,10 +27,8 @@ rule download_data:
         dataset=one_of(datasets_in_mode("download")),
     params:
         cfg=lambda wc: stage_view(config, "download_data", dataset=wc.dataset),
-        source=lambda wc: source_of(wc.dataset),
-        url=lambda wc: config["datasets"][wc.dataset]["download"]["url"],
     shell:
-        "physiossl download {params.source} --out {output} --url {params.url}"
+        "physiossl download {wildcards.dataset} --configfile {CONFIGFILE} --out {output}"
 
 
 rule convert:
