@@ -3,6 +3,9 @@ tree, quarantine, folds, download from a local stand-in host, CLI, and the Physi
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import re
 import shutil
 import zipfile
@@ -386,57 +389,125 @@ def test_cli_convert_derives_heart_rates_in_worker_processes(real_tree, tmp_path
 
 
 # --------------------------------------------------------------------------------------------- download
-@pytest.fixture
-def file_server(http_dir):
-    """conftest's localhost server: (served directory, URL of its files/ folder)."""
-    root, base = http_dir
-    return root, f"{base}/files"
+#: figshare file ids of collection 4560497 (ndownloader/files/<id>)
+FIGSHARE_IDS = {"Diagnostics.xlsx": 15653771, "RhythmNames.xlsx": 15651296, "ConditionNames.xlsx": 15651293,
+                "ECGDataDenoised.zip": 15652862}
 
 
-def _serve_release(real_tree: Path, served: Path) -> None:
-    (served / "files").mkdir()
-    for name in ("Diagnostics.xlsx", "RhythmNames.xlsx", "ConditionNames.xlsx"):
-        shutil.copyfile(real_tree / name, served / "files" / name)
-    with zipfile.ZipFile(served / "files" / "ECGDataDenoised.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+def serve_figshare(real_tree: Path, host, md5: dict | None = None) -> tuple[str, str]:
+    """The real files (one record's CSV in the zip) behind a figshare API of the real shape: the collection lists
+    two articles, each article's files come with size, computed_md5 and download_url. Returns (collection URL,
+    API base). AttributesDictionary.xlsx (optional) is not served."""
+    data = {name: (real_tree / name).read_bytes() for name in ("Diagnostics.xlsx", "RhythmNames.xlsx",
+                                                              "ConditionNames.xlsx")}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.write(real_tree / "ECGDataDenoised" / f"{RECORD}.csv", f"ECGDataDenoised/{RECORD}.csv")
+    data["ECGDataDenoised.zip"] = buffer.getvalue()
+    articles = {1: ["Diagnostics.xlsx", "RhythmNames.xlsx", "ConditionNames.xlsx"], 2: ["ECGDataDenoised.zip"]}
+    host.json("/v2/collections/4560497/articles", [
+        {"id": aid, "title": f"article {aid}", "url_public_api": f"https://api.figshare.com/v2/articles/{aid}"}
+        for aid in articles])
+    for aid, names in articles.items():
+        entries = []
+        for name in names:
+            fid = FIGSHARE_IDS[name]
+            digest = (md5 or {}).get(name, hashlib.md5(data[name]).hexdigest())
+            entries.append({"id": fid, "name": name, "size": len(data[name]), "is_link_only": False,
+                            "download_url": host.file(f"/ndownloader/files/{fid}", data[name]),
+                            "supplied_md5": digest, "computed_md5": digest, "mimetype": "application/octet-stream"})
+        host.json(f"/v2/articles/{aid}/files", entries)
+    return "https://figshare.com/collections/ChapmanECG/4560497/2", f"{host.base}/v2"
 
 
-def test_download_from_mirror_then_convert(real_tree, file_server, tmp_path):
-    served, url = file_server
-    _serve_release(real_tree, served)  # AttributesDictionary.xlsx is optional and not served
+def test_download_from_figshare_verified_then_convert(real_tree, fake_host, tmp_path):
+    url, api = serve_figshare(real_tree, fake_host)
     out = tmp_path / "data" / "chapman"
-    assert chapman.download(out, url=url, progress=False) == out
+    assert chapman.download(out, url=url, api=api, progress=False) == out
     assert sha256(out / "ECGDataDenoised" / f"{RECORD}.csv") == sha256(real_tree / "ECGDataDenoised" / f"{RECORD}.csv")
     assert sha256(out / "Diagnostics.xlsx") == sha256(real_tree / "Diagnostics.xlsx")
-    assert verify_sha256sums(out) == 4
+    manifest = json.loads((out / "HOST_MANIFEST.json").read_text())
+    assert manifest["host"] == "figshare" and len(manifest["answer"]["articles"]) == 2
+    assert {f["path"]: f["md5"] for f in manifest["files"]}["Diagnostics.xlsx"] == \
+        hashlib.md5((real_tree / "Diagnostics.xlsx").read_bytes()).hexdigest()
+    assert verify_sha256sums(out) == 5
     assert not leftovers(out.parent)
     summary = chapman.convert(out, tmp_path / "s.zarr", fs=100, max_quarantine_fraction=0.0, progress=False)
     assert summary["records"] == 1
 
 
-def test_download_checks_pinned_hash(real_tree, file_server, tmp_path):
-    served, url = file_server
-    _serve_release(real_tree, served)
-    files = dict(chapman.FIGSHARE_FILES)
-    files["Diagnostics.xlsx"] = chapman.RemoteFile("unused", sha256="0" * 64)
+@pytest.mark.parametrize("fault, words", [("altered", "md5"), ("truncated", "bytes, expected"),
+                                          ("html", "HTML page")])
+def test_download_refuses_what_figshare_does_not_vouch_for(real_tree, fake_host, tmp_path, fault, words):
+    """Other bytes than the listed MD5, a truncated body, an HTML error page with status 200: refused, naming the
+    file and what to do; nothing is installed and no bad file stays in the download cache."""
+    url, api = serve_figshare(real_tree, fake_host)
+    fake_host.fault[f"/ndownloader/files/{FIGSHARE_IDS['Diagnostics.xlsx']}"] = fault
     out = tmp_path / "data" / "chapman"
-    with pytest.raises(DownloadError, match="SHA-256 mismatch"):
-        chapman.download(out, url=url, progress=False, files=files)
+    with pytest.raises(DownloadError, match=words) as info:
+        chapman.download(out, url=url, api=api, progress=False)
+    assert "Diagnostics.xlsx" in str(info.value) and "rerun" in str(info.value)
     assert not out.exists()
+    assert not list((tmp_path / "data" / ".downloads" / "chapman").glob("Diagnostics.xlsx*"))
+    fake_host.fault.clear()                     # the host is fixed: a rerun installs the release
+    assert chapman.download(out, url=url, api=api, progress=False) == out
 
 
-def test_download_refuses_corrupt_archive(real_tree, file_server, tmp_path):
-    served, url = file_server
-    _serve_release(real_tree, served)
-    archive = served / "files" / "ECGDataDenoised.zip"
-    data = bytearray(archive.read_bytes())
-    data[100:110] = b"\xff" * 10  # inside the deflated member: fails its CRC
-    archive.write_bytes(bytes(data))
+def test_download_without_checksums_needs_an_opt_out(real_tree, fake_host, tmp_path):
+    url, api = serve_figshare(real_tree, fake_host, md5={"RhythmNames.xlsx": ""})
     out = tmp_path / "data" / "chapman"
+    with pytest.raises(DownloadError, match=r"no checksum for RhythmNames\.xlsx.*verify: false"):
+        chapman.download(out, url=url, api=api, progress=False)
+    assert chapman.download(out, url=url, api=api, progress=False, verify=False) == out
+    with pytest.raises(DownloadError, match="lists no Diagnostics.xlsx"):
+        fake_host.json("/v2/articles/1/files", [])
+        chapman.download(tmp_path / "other" / "chapman", url=url, api=api, progress=False)
+
+
+def test_cli_download_reads_the_options_from_the_config(real_tree, fake_host, tmp_path, capsys):
+    """What the download rule runs: `physiossl download <dataset> --configfile C --out DIR`, the dataset's
+    download options (url, api) from the config; an option the source does not take is named."""
+    import yaml
+
+    from physiossl.cli import main
+    from test_pretrain import REPO
+
+    url, api = serve_figshare(real_tree, fake_host)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["datasets"]["shaoxing"] = {"source": "chapman", "mode": "download", "fs": 100,
+                                      "max_quarantine_fraction": 0.01, "download": {"url": url, "api": api}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "data" / "raw" / "shaoxing"
+    assert main(["download", "shaoxing", "--configfile", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "HOST_MANIFEST.json").is_file() and (out / "ECGDataDenoised" / f"{RECORD}.csv").is_file()
+    capsys.readouterr()
+    config["datasets"]["shaoxing"]["download"]["nights"] = 2
+    path.write_text(yaml.safe_dump(config))
+    assert main(["download", "shaoxing", "--configfile", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "datasets.shaoxing.download" in err and "nights" in err and "with_raw_ecg" in err
+
+
+def test_download_refuses_corrupt_archive(real_tree, fake_host, tmp_path):
+    """figshare vouches for a zip that fails its CRC: refused, naming the archive (kept: the host's own copy is
+    bad, fetching it again would not help); unverified, the archive is deleted so that a rerun fetches it."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(real_tree / "ECGDataDenoised" / f"{RECORD}.csv", f"ECGDataDenoised/{RECORD}.csv")
+    data = bytearray(archive.getvalue())
+    data[100:110] = b"\xff" * 10  # inside the deflated member: fails its CRC
+    url, api = serve_figshare(real_tree, fake_host, md5={"ECGDataDenoised.zip": hashlib.md5(bytes(data)).hexdigest()})
+    fake_host.file(f"/ndownloader/files/{FIGSHARE_IDS['ECGDataDenoised.zip']}", bytes(data))
+    fake_host.fault.clear()
+    out = tmp_path / "data" / "chapman"
+    cached = tmp_path / "data" / ".downloads" / "chapman" / "ECGDataDenoised.zip"
     with pytest.raises(DownloadError, match="ECGDataDenoised.zip"):
-        chapman.download(out, url=url, progress=False)
-    assert not out.exists() and not leftovers(out.parent)
-    assert not (tmp_path / "data" / ".downloads" / "chapman" / "ECGDataDenoised.zip").exists()
+        chapman.download(out, url=url, api=api, progress=False)
+    assert not out.exists() and not leftovers(out.parent) and cached.exists()
+    with pytest.raises(DownloadError, match="removed"):
+        chapman.download(out, url=url, api=api, progress=False, verify=False)
+    assert not cached.exists()
 
 
 # --------------------------------------------------------------------------------------------- WFDB release

@@ -4,6 +4,9 @@ from a local server and the CLI."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -338,37 +341,80 @@ def test_limb_lead_check(code15_tree, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- download, CLI
-def test_download_code15_from_a_mirror(code15_tree, http_dir, tmp_path):
-    www, base = http_dir
-    (www / "files").mkdir()
-    shutil.copyfile(code15_tree / "exams.csv", www / "files" / "exams.csv")
+def serve_zenodo(host, record: str, files: dict[str, bytes], endpoint: str = "record") -> None:
+    """Zenodo's API for ``record``: ``/api/records/<id>`` with files[] (key, size, checksum "md5:..", links.self
+    ending in /content, the key not URL-encoded), or the ``/files`` endpoint's {"entries": [...]}."""
+    entries = []
+    for key, data in files.items():
+        host.file(f"/api/records/{record}/files/{key}/content", data)
+        entries.append({"id": f"uuid-{key}", "key": key, "size": len(data),
+                        "checksum": f"md5:{hashlib.md5(data).hexdigest()}",
+                        "links": {"self": f"{host.base}/api/records/{record}/files/{key}/content"}})
+    doc = {"id": int(record), "recid": record, "files": entries} if endpoint == "record" else \
+        {"id": int(record), "files": {"enabled": True, "entries": entries}}
+    host.json(f"/api/records/{record}", doc)
+
+
+def test_download_code15_from_zenodo(code15_tree, fake_host, tmp_path):
+    files = {"exams.csv": (code15_tree / "exams.csv").read_bytes()}
     for k in range(2):
-        with zipfile.ZipFile(www / "files" / f"exams_part{k}.zip", "w") as zf:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
             zf.write(code15_tree / f"exams_part{k}.hdf5", f"exams_part{k}.hdf5")
-    with pytest.raises(DownloadError, match="md5"):
-        code15.download(tmp_path / "bad" / "code15", url=f"{base}/files", parts=range(2), progress=False,
-                        md5={"exams_part0.zip": "0" * 32})
+        files[f"exams_part{k}.zip"] = buffer.getvalue()
+    serve_zenodo(fake_host, "4916206", files)
+    api = f"{fake_host.base}/api"
+    fake_host.fault["/api/records/4916206/files/exams_part0.zip/content"] = "altered"
+    with pytest.raises(DownloadError, match=r"exams_part0\.zip.*md5.*rerun"):
+        code15.download(tmp_path / "bad" / "code15", parts=range(2), api=api, progress=False)
+    fake_host.fault.clear()
     out = tmp_path / "data" / "code15"
-    tree = code15.download(out, url=f"{base}/files", parts=range(2), progress=False)
+    tree = code15.download(out, parts=range(2), api=api, progress=False)
     for name in ("exams.csv", "exams_part0.hdf5", "exams_part1.hdf5"):
         assert (tree / name).read_bytes() == (code15_tree / name).read_bytes()
     assert (tree / "SHA256SUMS.txt").is_file()
+    assert json.loads((tree / "HOST_MANIFEST.json").read_text())["host"] == "zenodo"
     assert not list((tmp_path / "data" / ".downloads" / "code15").glob("*.zip"))   # archives removed
     assert code15.convert(tree, tmp_path / "c.zarr", progress=False)["records"] == N_DEMO
+    with pytest.raises(DownloadError, match="lists no exams_part5.zip"):
+        code15.download(tmp_path / "more" / "code15", parts=[5], api=api, progress=False)
 
 
-def test_download_codetest_zip(http_dir, tmp_path):
-    www, base = http_dir
+@pytest.fixture
+def codetest_zip(tmp_path) -> tuple[Path, bytes]:
     demo_tree = codetest.demo(tmp_path / "demo", n_records=10, seed=4)
-    with zipfile.ZipFile(www / "data.zip", "w") as zf:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
         for path in demo_tree.rglob("*"):
             if path.is_file() and path.name != "SHA256SUMS.txt":
                 zf.write(path, f"data/{path.relative_to(demo_tree).as_posix()}")
-    tree = codetest.download(tmp_path / "raw" / "codetest", url=f"{base}/data.zip?download=1", progress=False,
-                             metadata_url=f"{base}/nowhere")
+    return demo_tree, buffer.getvalue()
+
+
+@pytest.mark.parametrize("endpoint", ["record", "files"])
+def test_download_codetest_from_zenodo(codetest_zip, fake_host, tmp_path, endpoint):
+    demo_tree, data = codetest_zip
+    serve_zenodo(fake_host, "3625006", {"data.zip": data, "old data.zip": b"x"}, endpoint)
+    tree = codetest.download(tmp_path / "raw" / "codetest", api=f"{fake_host.base}/api", progress=False,
+                             metadata_url=f"{fake_host.base}/nowhere")
     assert (tree / "ecg_tracings.hdf5").read_bytes() == (demo_tree / "ecg_tracings.hdf5").read_bytes()
     assert (tree / "annotations" / "gold_standard.csv").is_file() and (tree / "SHA256SUMS.txt").is_file()
+    manifest = json.loads((tree / "HOST_MANIFEST.json").read_text())
+    assert manifest["files"] == [{"path": "data.zip", "url": f"{fake_host.base}/api/records/3625006/files/data.zip/content",
+                                  "size": len(data), "md5": hashlib.md5(data).hexdigest(), "sha256": None}]
     assert codetest.convert(tree, tmp_path / "ct.zarr", progress=False)["records"] == 10
+
+
+@pytest.mark.parametrize("fault, words", [("altered", "md5"), ("truncated", "bytes, expected"), ("html", "HTML page")])
+def test_download_codetest_refuses_what_zenodo_does_not_vouch_for(codetest_zip, fake_host, tmp_path, fault, words):
+    _, data = codetest_zip
+    serve_zenodo(fake_host, "3625006", {"data.zip": data})
+    fake_host.fault["/api/records/3625006/files/data.zip/content"] = fault
+    out = tmp_path / "raw" / "codetest"
+    with pytest.raises(DownloadError, match=words) as info:
+        codetest.download(out, api=f"{fake_host.base}/api", progress=False, metadata_url=f"{fake_host.base}/x")
+    assert "data.zip" in str(info.value) and "rerun" in str(info.value)
+    assert not out.exists() and not (tmp_path / "raw" / ".downloads" / "data.zip").exists()
 
 
 def test_cli_convert_code15_and_codetest(code15_tree, tmp_path):

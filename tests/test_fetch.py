@@ -458,7 +458,8 @@ def test_not_a_zip_is_reported(server, tmp_path):
     with pytest.raises(DownloadError) as info:
         fetch_archive_tree(url, out, progress=False)
 
-    assert str(archive) in str(info.value)
+    # an HTML error page answered with status 200 is refused before anything is written
+    assert ARCHIVE_NAME in str(info.value) and "HTML page" in str(info.value) and "rerun" in str(info.value)
     assert not out.exists()
     assert not leftovers(parent)
     assert not archive.exists()  # a bogus cached archive is not reused by a rerun
@@ -523,3 +524,34 @@ def test_cli_download_then_convert_ptbxl(server, tmp_path, capsys):
     url = server.serve("broken.zip", b"this is not a zip archive")
     assert main(["download", "ptbxl", "--out", str(tmp_path / "other"), "--url", url, "--no-progress"]) == 1
     assert "broken.zip" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("altered", "sha256 mismatch"),          # a file of the tree differs from PhysioNet's SHA256SUMS.txt
+    ("truncated", "not a valid zip"),         # the archive's body ends early (Content-Length to match)
+    ("html", "HTML page"),                    # an error page answered with status 200
+])
+def test_physionet_downloads_refuse_what_sha256sums_does_not_vouch_for(fake_host, tmp_path, fault, words):
+    """PTB-XL's download (CinC 2020 and Chapman's WFDB release use the same path) against PhysioNet's shape: the
+    project zip with SHA256SUMS.txt inside. Each defect is refused naming the file, nothing is installed, and the
+    repaired host then installs the tree."""
+    from physiossl.data.sources import ptbxl
+
+    files = fixture_files()
+    good = make_zip(files, tmp_path / "good.zip")
+    if fault == "altered":
+        files = {**files, CORRUPTED_REL: b"\0" + files[CORRUPTED_REL][1:]}
+        url = fake_host.file(f"/files/{ARCHIVE_NAME}", make_zip(files, tmp_path / "bad.zip"))
+    else:
+        url = fake_host.file(f"/files/{ARCHIVE_NAME}", good)
+        fake_host.fault[f"/files/{ARCHIVE_NAME}"] = fault
+    out = tmp_path / "data" / "ptbxl"
+    with pytest.raises(DownloadError, match=words) as info:
+        ptbxl.download(out, url=url, progress=False)
+    assert (CORRUPTED_REL if fault == "altered" else ARCHIVE_NAME) in str(info.value)
+    assert not out.exists() and not leftovers(out.parent)
+    assert not (out.parent / ".downloads" / ARCHIVE_NAME).exists()     # a rerun fetches the archive again
+    fake_host.file(f"/files/{ARCHIVE_NAME}", good)
+    fake_host.fault.clear()
+    assert ptbxl.download(out, url=url, progress=False) == out
+    assert_tree_matches_fixtures(out)

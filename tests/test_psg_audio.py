@@ -3,18 +3,20 @@ files, block-wise resampling, demo → store round trip, night quarantine, worke
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pyedflib
 import pytest
 
 from physiossl.data.audio import epoch_features, mix_channels, resample_audio
-from physiossl.data.fetch import DownloadError, verify_sha256sums
+from physiossl.data.fetch import DownloadError
 from physiossl.data.sleep_store import open_sleep_store, quarantine_path
 from physiossl.data.sources import ConversionError, psg_audio
 
@@ -385,62 +387,115 @@ def test_not_a_psg_audio_tree(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- download
+DATASET_ID = "778740145531650048"      # PSG-Audio's numeric dataSetId on Science Data Bank
+
+
 @pytest.fixture(scope="module")
 def tiny_tree(tmp_path_factory) -> Path:
-    return psg_audio.demo(tmp_path_factory.mktemp("psg_tiny") / "raw", n_records=1, seed=2, minutes=1.5,
+    return psg_audio.demo(tmp_path_factory.mktemp("psg_tiny") / "raw", n_records=2, seed=2, minutes=1.5,
                           part_minutes=1)
 
 
-def _serve(tree: Path, served: Path) -> list[str]:
-    shutil.copytree(tree, served, dirs_exist_ok=True)
-    names = sorted(p.relative_to(served).as_posix() for p in served.rglob("*") if p.is_file())
-    (served / "SHA256SUMS.txt").write_text("".join(f"{sha256(served / n)}  {n}\n" for n in names))
-    return names
+def serve_scidb(tree: Path, host, extra: dict[str, bytes] | None = None) -> list[str]:
+    """Science Data Bank for ``tree``: the DOI redirects to the landing page with the dataset id, the Croissant
+    export of V3 lists every file (name, contentSize "<n> B", md5, contentUrl with fileId, path=/V3/<path> and
+    fileName); other versions, a version without its V and other ids answer HTTP 200 with an empty distribution.
+    Returns the relative paths served."""
+    files = {p.relative_to(tree).as_posix(): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()
+             and p.name != "SHA256SUMS.txt"}
+    files.update(extra or {})
+    distribution = []
+    for i, (rel, data) in enumerate(files.items()):
+        fid = f"61a0ca3f89f14b48842c{i:04x}"
+        name = rel.rsplit("/", 1)[-1]
+        url = host.file(f"/download?fileId={fid}", data)
+        distribution.append({"@type": "cr:FileObject", "@id": fid, "name": name, "contentSize": f"{len(data)} B",
+                             "encodingFormat": "application/octet-stream", "md5": hashlib.md5(data).hexdigest(),
+                             "contentUrl": f"{url}&path=/V3/{rel}&fileName={quote(name)}"})
+    empty = {"@type": "sc:Dataset", "name": "", "distribution": []}
+    host.json("/api/gin-sdb-croissant/public/exportCroissant",
+              lambda q: {"@type": "sc:Dataset", "name": "PSG-Audio", "version": "V3", "distribution": distribution}
+              if q.get("datasetId") == [DATASET_ID] and q.get("version") == ["V3"] else empty)
+    host.redirect("/doi/10.11922/sciencedb.00345", f"{host.base}/en/detail?dataSetId={DATASET_ID}")
+    host.file(f"/en/detail?dataSetId={DATASET_ID}", b"<!DOCTYPE html><html>PSG-Audio</html>")
+    return list(files)
 
 
-def test_download_installs_the_verified_tree(tiny_tree, http_dir, tmp_path):
-    served, base = http_dir
-    names = _serve(tiny_tree, served / "mirror")
+def test_download_from_science_data_bank_then_convert(tiny_tree, fake_host, tmp_path):
+    names = serve_scidb(tiny_tree, fake_host)
+    nights = sorted(p.name for p in (tiny_tree / "APNEA_EDF").iterdir())
     out = tmp_path / "data" / "psg_audio"
-    assert psg_audio.download(out, url=f"{base}/mirror/", progress=False) == out
-    assert verify_sha256sums(out) == len(names) == 3
-    assert all(sha256(out / n) == sha256(tiny_tree / n) for n in names)
+    got = psg_audio.download(out, url=f"{fake_host.base}/doi/10.11922/sciencedb.00345", api=fake_host.base,
+                             version="3", nights=1, progress=False)      # "3" is read as V3
+    assert got == out
+    installed = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    first = [n for n in names if nights[0] in n]
+    assert installed == sorted([*first, "HOST_MANIFEST.json"]) and len(first) == 3
+    assert all(sha256(out / n) == sha256(tiny_tree / n) for n in first)
+    manifest = json.loads((out / "HOST_MANIFEST.json").read_text())
+    assert manifest["host"] == "scidb" and len(manifest["answer"]["distribution"]) == len(names)
     assert not leftovers(out.parent)
     store = psg_audio.convert(out, tmp_path / "s.zarr", features=FEATURES, max_quarantine_fraction=0.0,
                               progress=False)
-    assert open_sleep_store(store).attrs["n_epochs"] == 3
+    root = open_sleep_store(store)
+    assert root.attrs["n_epochs"] == 3 and "host_manifest_sha256" in root.attrs["provenance"]
+    # every night, by id
+    every = psg_audio.download(tmp_path / "all" / "psg_audio", api=fake_host.base, dataset_id=DATASET_ID,
+                               nights=nights[::-1], progress=False)
+    assert sorted(p.name for p in (every / "APNEA_EDF").iterdir()) == nights
 
 
-def test_download_names_a_corrupt_file_and_resumes(tiny_tree, http_dir, tmp_path):
-    served, base = http_dir
-    names = _serve(tiny_tree, served)
-    edf = next(n for n in names if n.endswith("[002].edf"))
-    good = (served / edf).read_bytes()
-    (served / edf).write_bytes(good[:-10] + b"x" * 10)
-    out = tmp_path / "data" / "psg_audio"
-    with pytest.raises(DownloadError, match=r"SHA-256 mismatch .*\[002\]\.edf"):
-        psg_audio.download(out, url=base, progress=False)
-    assert not out.exists() and not leftovers(out.parent)
-    # the host is repaired; the files fetched before are not fetched again (they are gone from the host now)
-    (served / edf).write_bytes(good)
-    first = next(n for n in names if n.endswith("[001].edf"))
-    (served / first).unlink()
-    psg_audio.download(out, url=base, progress=False)
-    assert verify_sha256sums(out) == 3 and sha256(out / first) == sha256(tiny_tree / first)
-
-
-def test_download_from_the_landing_page_explains_the_manifest(tmp_path):
-    with pytest.raises(DownloadError, match="SHA256SUMS.txt") as info:
-        psg_audio.download(tmp_path / "psg_audio", progress=False)
-    assert "--url" in str(info.value)
+def test_download_explains_an_empty_distribution(tiny_tree, fake_host, tmp_path):
+    serve_scidb(tiny_tree, fake_host)
+    with pytest.raises(DownloadError, match=r"empty distribution.*dataset id \(123; set download\.dataset_id\)"):
+        psg_audio.download(tmp_path / "psg_audio", api=fake_host.base, dataset_id="123", progress=False)
+    with pytest.raises(DownloadError, match=r"V4; the V prefix"):
+        psg_audio.download(tmp_path / "psg_audio", api=fake_host.base, dataset_id=DATASET_ID, version="V4",
+                           progress=False)
     assert not (tmp_path / "psg_audio").exists()
 
 
-def test_download_refuses_paths_outside_the_tree(http_dir, tmp_path):
-    served, base = http_dir
-    (served / "SHA256SUMS.txt").write_text(f"{'0' * 64}  ../evil.edf\n")
-    with pytest.raises(DownloadError, match="outside the tree"):
-        psg_audio.download(tmp_path / "psg_audio", url=base, progress=False)
+@pytest.mark.parametrize("fault, words", [("altered", "md5"), ("truncated", "bytes, expected"), ("html", "HTML page")])
+def test_download_refuses_a_bad_file_and_resumes(tiny_tree, fake_host, tmp_path, fault, words):
+    names = serve_scidb(tiny_tree, fake_host)
+    edf = next(n for n in names if n.endswith("[002].edf"))
+    export = fake_host.routes["/api/gin-sdb-croissant/public/exportCroissant"][1]({"datasetId": [DATASET_ID],
+                                                                                  "version": ["V3"]})
+    route = next(e["contentUrl"] for e in export["distribution"] if e["contentUrl"].endswith(quote(edf.rsplit("/")[-1])))
+    route = "/download?" + route.split("?")[1].split("&")[0]
+    fake_host.fault[route] = fault
+    out = tmp_path / "data" / "psg_audio"
+    with pytest.raises(DownloadError, match=words) as info:
+        psg_audio.download(out, api=fake_host.base, dataset_id=DATASET_ID, progress=False)
+    assert edf.rsplit("/")[-1] in str(info.value) and "rerun" in str(info.value)
+    assert not out.exists() and not leftovers(out.parent)
+    # the host is repaired: a rerun fetches the bad file again and none of those fetched before
+    fake_host.fault.clear()
+    before = len(fake_host.requests)
+    psg_audio.download(out, api=fake_host.base, dataset_id=DATASET_ID, progress=False)
+    fetched = [r for r in fake_host.requests[before:] if r.startswith("/download?")]
+    assert fetched[0] == route and len(fetched) == len(names) - names.index(edf)
+
+
+def test_download_selects_complete_nights_only(tiny_tree, fake_host, tmp_path, caplog):
+    serve_scidb(tiny_tree, fake_host, extra={"APNEA_EDF/00009999-100507/00009999-100507[001].edf": b"0" * 256,
+                                             "APNEA_RML_clean/x.rml": b"<x/>"})
+    with pytest.raises(DownloadError, match="no complete night 00009999-100507"):
+        psg_audio.download(tmp_path / "a", api=fake_host.base, dataset_id=DATASET_ID, nights=["00009999-100507"],
+                           progress=False)
+    with pytest.raises(DownloadError, match="nights must be"):
+        psg_audio.download(tmp_path / "b", api=fake_host.base, dataset_id=DATASET_ID, nights=0, progress=False)
+    out = psg_audio.download(tmp_path / "c" / "psg_audio", api=fake_host.base, dataset_id=DATASET_ID, progress=False)
+    assert len(list((out / "APNEA_EDF").iterdir())) == 2 and not (out / "APNEA_RML_clean").exists()
+    assert "00009999-100507" in caplog.text
+
+
+def test_download_refuses_paths_outside_the_tree(fake_host, tmp_path):
+    fake_host.json("/api/gin-sdb-croissant/public/exportCroissant", {"distribution": [
+        {"name": "evil.edf", "contentSize": "3 B", "md5": "0" * 32,
+         "contentUrl": f"{fake_host.base}/download?fileId=1&path=/V3/../evil.edf&fileName=evil.edf"}]})
+    with pytest.raises(DownloadError, match="outside the release tree"):
+        psg_audio.download(tmp_path / "psg_audio", api=fake_host.base, dataset_id=DATASET_ID, progress=False)
 
 
 def test_module_declares_a_sleep_source():

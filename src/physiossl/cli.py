@@ -13,8 +13,26 @@ from .config import ALL_LABELS, ConfigError, load_config, random_init_encoder, s
 
 
 def _cmd_demo(args) -> dict:
+    """``physiossl demo SOURCE --out DIR --n-records N --seed S``; with ``--configfile C --dataset D`` also the
+    options of ``datasets.D.demo.options`` (e.g. a CODE-15% part count, PSG-Audio night lengths and rates)."""
+    from .config import demo_options_problems
     from .data.sources import get_source
-    path = get_source(args.dataset).demo(Path(args.out), n_records=args.n_records, seed=args.seed)
+    options: dict = {}
+    if args.configfile or args.dataset_key:
+        if not (args.configfile and args.dataset_key):
+            raise ConfigError("demo: --configfile and --dataset go together")
+        config = load_config(args.configfile)
+        ds = config["datasets"].get(args.dataset_key)
+        if ds is None:
+            raise ConfigError(f"{args.configfile}: no dataset '{args.dataset_key}' under 'datasets'")
+        if ds["source"] != args.dataset:
+            raise ConfigError(f"{args.configfile}: dataset '{args.dataset_key}' has source '{ds['source']}', "
+                              f"not '{args.dataset}'")
+        problems = demo_options_problems(args.dataset_key, ds)
+        if problems:
+            raise ConfigError(f"{args.configfile}: " + "; ".join(problems))
+        options = dict(ds.get("demo", {}).get("options", {}))
+    path = get_source(args.dataset).demo(Path(args.out), n_records=args.n_records, seed=args.seed, **options)
     return {"raw": str(path)}
 
 
@@ -141,6 +159,16 @@ def _cmd_export_dvc(args) -> dict:
     return {"dvc_yaml": str(out)}
 
 
+def _cmd_sizing(args) -> dict:
+    from .stages import sizing
+    configs = [load_config(path) for path in args.configfile]
+    names = [c["name"] for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sizing: the configs must have different names (got {names})")
+    return sizing.run(configs, Path(args.out), Path(args.csv) if args.csv else None, baseline=args.baseline,
+                         limit=args.limit)
+
+
 def _cmd_check_config(args) -> dict:
     config = load_config(args.configfile)
     return {"configfile": args.configfile, "name": config["name"], "valid": True}
@@ -156,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--n-records", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--configfile", default=None,
+                   help="with --dataset: pass the options of datasets.<dataset>.demo.options to the source's demo")
+    p.add_argument("--dataset", dest="dataset_key", default=None, help="the dataset of --configfile")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("download", help="download and verify a dataset (resumes broken transfers)")
@@ -251,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dvc.yaml")
     p.add_argument("--check", action="store_true", help="fail if --out differs from the export instead of writing")
     p.set_defaults(func=_cmd_export_dvc)
+
+    p = sub.add_parser("sizing", help="sizing tables (wall time, peak memory, data and output size per job) from the "
+                       "Snakemake benchmark files of runs")
+    p.add_argument("--configfile", required=True, action="append",
+                   help="a run's config (its benchmarks: <paths.results>/benchmarks/<rule>/<job>.tsv); repeatable")
+    p.add_argument("--out", default="docs/sizing.md",
+                   help="Markdown document; the block between its sizing markers is replaced (default docs/sizing.md)")
+    p.add_argument("--csv", default=None, help="CSV of every job (default: --out with .csv)")
+    p.add_argument("--baseline", default=None,
+                   help="name of the config whose conversions are the reference of the streaming check")
+    p.add_argument("--limit", type=float, default=1.5,
+                   help="the streaming check's largest allowed ratio of peak RSS (default 1.5)")
+    p.set_defaults(func=_cmd_sizing)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("configfile")

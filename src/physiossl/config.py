@@ -153,7 +153,7 @@ def _check_cross_keys(config: dict, source: str) -> None:
         if ds["source"] not in available():
             problems.append(f"config key 'datasets.{name}.source': unknown source '{ds['source']}' (available: {available()})")
         else:
-            problems += _check_dataset_kind(name, ds)
+            problems += _check_dataset_kind(name, ds) + demo_options_problems(name, ds)
     for section, stages in (("experiment", ("pretrain", "evaluate")), ("sleep", ("sleep",))):
         for stage in stages:
             if section in config and stage not in config["resources"]:
@@ -180,6 +180,24 @@ def _check_dataset_kind(name: str, ds: dict) -> list[str]:
     if ds.get("demo", {}).get("n_records", 50) < 50:
         problems.append(f"config key 'datasets.{name}.demo.n_records': at least 50 records for an ECG demo")
     return problems
+
+
+DEMO_FIXED = ("out_dir", "n_records", "seed")   # demo() arguments the command line gives, never demo.options
+
+
+def demo_options_problems(name: str, ds: dict) -> list[str]:
+    """Keys of ``datasets.<name>.demo.options`` that the source's ``demo()`` does not take."""
+    import inspect
+
+    from .data.sources import get_source
+
+    options = ds.get("demo", {}).get("options", {})
+    if not options:
+        return []
+    params = inspect.signature(get_source(ds["source"]).demo).parameters
+    accepted = [p for p in params if p not in DEMO_FIXED]
+    return [f"config key 'datasets.{name}.demo.options.{key}': the demo of source '{ds['source']}' takes no option "
+            f"'{key}' (accepted: {accepted or 'none'})" for key in options if key not in accepted]
 
 
 def sleep_datasets(config: dict) -> list[str]:

@@ -11,6 +11,11 @@ SLEEP_CODE = ("models/sleep.py", "augment/audio.py", "eval/sleep.py", "report/sl
               "losses/sequential_consistency.py", "losses/semi_supervised_contrastive.py", "losses/ccssl.py")
 
 
+# modules that no rule's command runs (`physiossl sizing` reads the benchmark files after the runs): left out of the
+# folders named as inputs, so that they rerun nothing
+NOT_RUN_BY_RULES = ("report/sizing.py", "stages/sizing.py")
+
+
 # what every stage that reads a store and writes run results runs besides its own modules: the store reader,
 # the atomic writers and the stage helpers (run fingerprints, checkpoints, JSON results)
 STAGE_CODE = ("data/store.py", "data/files.py", "stages/common.py")
@@ -21,7 +26,8 @@ def code(*parts):
     root, files = Path("src/physiossl"), []
     for part in parts:
         path = root / part
-        files += (sorted(str(p) for p in path.rglob("*.py") if p.relative_to(root).as_posix() not in SLEEP_CODE)
+        files += (sorted(str(p) for p in path.rglob("*.py")
+                         if p.relative_to(root).as_posix() not in SLEEP_CODE + NOT_RUN_BY_RULES)
                   if path.is_dir() else [str(path)])
     return files
 
@@ -60,3 +66,14 @@ def store_path(dataset):
 
 def resources_of(stage):
     return config["resources"][stage]
+
+
+def convert_resources():
+    """mem_mb and runtime of the conversion jobs, when resources.convert gives them (measured: docs/sizing.md)."""
+    return {k: v for k, v in config["resources"].get("convert", {}).items() if k in ("mem_mb", "runtime")}
+
+
+def bench(job):
+    """The Snakemake benchmark file of a job, ``benchmarks/<rule>/<job>.tsv`` under the results folder: wall time,
+    peak RSS/VMS/USS/PSS, I/O and CPU time, summed over the job's processes (`physiossl sizing` tabulates them)."""
+    return f"{RESULTS}/benchmarks/{job}.tsv"

@@ -4,6 +4,8 @@
 rule demo_data:
     output:
         directory(f"{DATA}/raw/{{dataset}}"),
+    benchmark:
+        bench("demo_data/{dataset}")
     input:
         code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py",
                              "data/synth_sleep.py" if is_sleep(wc.dataset) else "data/synth.py"),
@@ -14,15 +16,20 @@ rule demo_data:
         source=lambda wc: source_of(wc.dataset),
         n_records=lambda wc: config["datasets"][wc.dataset]["demo"]["n_records"],
         seed=config["seed"],
+        # demo.options (night lengths, rates, part counts) are read from the config file by the command
+        options=lambda wc: (f" --configfile {CONFIGFILE} --dataset {wc.dataset}"
+                            if config["datasets"][wc.dataset]["demo"].get("options") else ""),
     shell:
-        "physiossl demo {params.source} --out {output} --n-records {params.n_records} --seed {params.seed}"
+        "physiossl demo {params.source} --out {output} --n-records {params.n_records} --seed {params.seed}{params.options}"
 
 
 rule download_data:
     output:
         directory(f"{DATA}/raw/{{dataset}}"),
+    benchmark:
+        bench("download_data/{dataset}")
     input:
-        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/fetch.py"),
+        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/fetch.py", "data/hosts.py"),
     wildcard_constraints:
         dataset=one_of(datasets_in_mode("download")),
     params:
@@ -35,6 +42,8 @@ rule convert:
     output:
         store=directory(f"{DATA}/stores/{{dataset}}_{{fs}}hz.zarr"),
         quarantine=f"{DATA}/stores/{{dataset}}_{{fs}}hz.zarr.quarantine.csv",
+    benchmark:
+        bench("convert/{dataset}_{fs}hz")
     input:
         raw=lambda wc: raw_path(wc.dataset),
         code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/store.py", "data/targets.py"),
@@ -46,6 +55,8 @@ rule convert:
         source=lambda wc: source_of(wc.dataset),
         max_quarantine=lambda wc: config["datasets"][wc.dataset]["max_quarantine_fraction"],
     threads: resources_of("convert")["threads"] if "convert" in config["resources"] else 1
+    resources:
+        **convert_resources(),
     shell:
         "physiossl convert {params.source} --raw {input.raw} --out {output.store} --fs {wildcards.fs}"
         " --max-quarantine {params.max_quarantine} --workers {threads}"

@@ -18,6 +18,8 @@ rule evaluate:
     output:
         result=f"{RESULTS}/eval/{{method}}/{{protocol}}/{{subset}}.json",
         predictions=f"{RESULTS}/eval/{{method}}/{{protocol}}/{{subset}}.npz",
+    benchmark:
+        bench("evaluate/{method}-{protocol}-{subset}")
     input:
         store=store_path(config["evaluate"]["dataset"]),
         checkpoint=pretrained,

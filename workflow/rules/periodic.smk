@@ -18,6 +18,8 @@ if "periodic" in config:
         output:
             result=f"{RESULTS}/periodic/{{method}}/{{protocol}}/{{subset}}.json",
             predictions=f"{RESULTS}/periodic/{{method}}/{{protocol}}/{{subset}}.npz",
+        benchmark:
+            bench("evaluate_periodic/{method}-{protocol}-{subset}")
         input:
             store=store_path(config["evaluate"]["dataset"]),
             checkpoint=pretrained,

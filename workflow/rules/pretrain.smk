@@ -5,6 +5,8 @@ rule pretrain:
     output:
         encoder=f"{RESULTS}/pretrain/{{method}}/encoder.pt",
         summary=f"{RESULTS}/pretrain/{{method}}/encoder.json",
+    benchmark:
+        bench("pretrain/{method}")
     input:
         stores=[store_path(d) for d in pretrain_members(config)],
         eval_store=store_path(config["evaluate"]["dataset"]),

@@ -25,6 +25,8 @@ rule report:
         robustness=f"{RESULTS}/report/robustness.csv",
         robustness_figure=f"{RESULTS}/report/robustness.png",
         **periodic_outputs(),
+    benchmark:
+        bench("report/report")
     input:
         results=eval_results(),
         periodic=periodic_results(),

@@ -15,6 +15,8 @@ rule convert_sleep:
     output:
         store=directory(f"{DATA}/stores/{{dataset}}_sleep.zarr"),
         quarantine=f"{DATA}/stores/{{dataset}}_sleep.zarr.quarantine.csv",
+    benchmark:
+        bench("convert_sleep/{dataset}")
     input:
         raw=lambda wc: raw_path(wc.dataset),
         code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/audio.py", "data/sleep_store.py",
@@ -24,6 +26,8 @@ rule convert_sleep:
     params:
         cfg=lambda wc: stage_view(config, "convert_sleep", dataset=wc.dataset),
     threads: resources_of("convert")["threads"] if "convert" in config["resources"] else 1
+    resources:
+        **convert_resources(),
     shell:
         "physiossl convert-sleep --configfile {CONFIGFILE} --dataset {wildcards.dataset} --raw {input.raw}"
         " --out {output.store} --workers {threads}"
@@ -34,6 +38,8 @@ rule train_sleep:
         result=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.json",
         predictions=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.npz",
         model=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.pt",
+    benchmark:
+        bench("train_sleep/{variant}-frac{fraction}-{pool}-seed{seed}")
     input:
         store=sleep_store_path(config["sleep"]["dataset"]),
         unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
@@ -68,6 +74,8 @@ rule sleep_report:
         hypnogram=f"{RESULTS}/report/hypnogram.png",
         confusion=f"{RESULTS}/report/sleep_confusion.png",
         metrics=f"{RESULTS}/report/sleep_metrics.json",
+    benchmark:
+        bench("sleep_report/sleep_report")
     input:
         results=sleep_results(),
         predictions=[path.replace(".json", ".npz") for path in sleep_results()],

@@ -19,6 +19,8 @@ names the URL or file concerned.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 import os
 import re
@@ -39,6 +41,8 @@ from .files import replace_path, sha256_file
 
 __all__ = [
     "DownloadError",
+    "file_digests",
+    "get_json",
     "CorruptArchiveError",
     "download_file",
     "safe_extract_zip",
@@ -113,6 +117,55 @@ def _remote_size(session: requests.Session, url: str, timeout: float) -> int | N
     if resp.status_code != 200:
         return None
     return _int_header(resp, "Content-Length")
+
+
+def _is_html(resp: requests.Response, head: bytes) -> bool:
+    """An HTML page: its Content-Type says so, or the body (from its first byte) starts like one."""
+    if resp.headers.get("Content-Type", "").split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
+        return True
+    start = head[:512].lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
+def file_digests(path: Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
+    """Hex digests of ``path`` for each of ``algorithms`` (hashlib names), in one read."""
+    digests = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_HASH_BLOCK), b""):
+            for digest in digests.values():
+                digest.update(block)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def _mismatches(path: Path, size: int | None, hashes: dict[str, str]) -> list[str]:
+    """What differs between ``path`` and the expected size and hashes ({algorithm: hex})."""
+    problems = []
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        problems.append(f"{actual_size} bytes, expected {size} (truncated or a different file)")
+    elif hashes:
+        actual = file_digests(path, tuple(hashes))
+        problems += [f"{name} {actual[name]}, expected {want}" for name, want in hashes.items() if actual[name] != want]
+    return problems
+
+
+def get_json(url: str, *, timeout: float = 60.0, params: dict | None = None) -> object:
+    """GET ``url`` and decode its JSON body; DownloadError (naming the URL) for an HTTP error, an HTML page or a
+    body that is not JSON."""
+    try:
+        resp = requests.get(url, params=params, timeout=timeout, headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        raise DownloadError(f"{url}: {exc}") from exc
+    where = resp.url or url
+    if resp.status_code != 200:
+        raise DownloadError(f"{where}: HTTP {resp.status_code} {resp.reason}")
+    if _is_html(resp, resp.content[:512]):
+        raise DownloadError(f"{where}: the server answered with an HTML page, not the JSON of its API "
+                            f"(an error or login page); check the URL")
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise DownloadError(f"{where}: the answer is not JSON ({exc})") from exc
 
 
 # --------------------------------------------------------------------------- download
@@ -211,6 +264,14 @@ def _attempt(
             # Content-Length counts encoded bytes; urllib3 still detects truncation.
             total = None
 
+        body = _iter_body(resp, chunk_size)
+        first = next(body, b"")
+        if not label.lower().endswith((".html", ".htm")) and _is_html(resp, first if mode == "wb" else b""):
+            raise DownloadError(
+                f"{url}: the server answered HTTP {status} with an HTML page instead of {label} (an error or "
+                f"login page); nothing was saved. Check that the URL (or the host's API) still serves this file, "
+                f"then rerun")
+
         try:
             with open(part, mode) as fh, tqdm(
                 total=total,
@@ -222,7 +283,7 @@ def _attempt(
                 disable=not progress,
                 leave=False,
             ) as bar:
-                for chunk in _iter_body(resp, chunk_size):
+                for chunk in itertools.chain([first], body):
                     fh.write(chunk)
                     bar.update(len(chunk))
         except OSError as exc:
@@ -243,6 +304,8 @@ def download_file(
     dest: Path,
     *,
     expected_sha256: str | None = None,
+    expected_md5: str | None = None,
+    expected_size: int | None = None,
     chunk_size: int = 1 << 20,
     timeout: float = 60.0,
     max_retries: int = 5,
@@ -253,24 +316,24 @@ def download_file(
     Data is streamed into ``dest.name + ".part"``; an existing part file is resumed
     with ``Range: bytes=N-`` (a server answering 200 restarts the file from zero).
     Dropped or truncated transfers are retried up to ``max_retries`` times, each
-    resuming from the bytes already on disk, with exponential backoff. With
-    ``expected_sha256`` the result is verified; on mismatch the part file is deleted.
+    resuming from the bytes already on disk, with exponential backoff. An HTML page
+    in place of the file (an error or login page answered with status 200) is refused.
+    With ``expected_size`` / ``expected_sha256`` / ``expected_md5`` the result is
+    verified; on a mismatch the part file is deleted and the error says so.
     The finished file is moved into place with :func:`os.replace`. If ``dest``
-    already exists (and matches ``expected_sha256`` when given) nothing is fetched.
+    already exists and matches what is expected, nothing is fetched; if it does not
+    match, it is deleted and downloaded again.
     """
     dest = Path(dest)
-    expected = expected_sha256.lower() if expected_sha256 else None
+    hashes = {name: value.lower() for name, value in (("sha256", expected_sha256), ("md5", expected_md5)) if value}
 
     if dest.exists():
-        if expected is None:
-            log.debug("%s already exists; skipping download", dest)
+        problems = _mismatches(dest, expected_size, hashes)
+        if not problems:
+            log.debug("%s already exists and matches what is expected; skipping download", dest)
             return dest
-        actual = sha256_file(dest)
-        if actual == expected:
-            log.debug("%s already exists with matching SHA-256; skipping download", dest)
-            return dest
-        log.warning("%s exists but its SHA-256 is %s, expected %s; downloading again",
-                    dest, actual, expected)
+        log.warning("%s exists but has %s; deleted it and downloading again", dest, "; ".join(problems))
+        _unlink_quietly(dest)
 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +350,7 @@ def download_file(
                     url,
                     part,
                     label=dest.name,
-                    expected_sha256=expected,
+                    expected_sha256=hashes.get("sha256"),
                     chunk_size=chunk_size,
                     timeout=timeout,
                     progress=progress,
@@ -310,14 +373,14 @@ def download_file(
             except requests.RequestException as exc:
                 raise DownloadError(f"{url}: {exc}") from exc
 
-    if expected is not None:
-        actual = sha256_file(part)
-        if actual != expected:
-            _unlink_quietly(part)
-            raise DownloadError(
-                f"SHA-256 mismatch for {dest} (from {url}): expected {expected}, got {actual}; "
-                f"the partial file {part} was removed"
-            )
+    problems = _mismatches(part, expected_size, hashes)
+    if problems:
+        _unlink_quietly(part)
+        raise DownloadError(
+            f"verification failed for {dest.name} (from {url}): {'; '.join(problems)}. The downloaded file was deleted; "
+            f"rerun to fetch it again. If it fails again, the host serves a different file than it publishes: "
+            f"report it to the host, or opt out of verification (download.verify: false) at your own risk"
+        )
 
     try:
         os.replace(part, dest)
@@ -474,23 +537,26 @@ def fetch_archive_tree(
     *,
     sums_file: str | None = "SHA256SUMS.txt",
     archive_sha256: str | None = None,
+    archive_name: str | None = None,
     progress: bool = True,
     **download_kw,
 ) -> Path:
     """Download a zip archive, extract and verify it, and install it as ``out_dir``.
 
-    The archive is cached (and resumable) at ``out_dir.parent/.downloads/<name>``;
-    ``download_kw`` is passed on to :func:`download_file`. Extraction happens in a
+    The archive is cached (and resumable) at ``out_dir.parent/.downloads/<name>`` (``archive_name``, else
+    the URL's last path part); ``download_kw`` is passed on to :func:`download_file` (e.g. the host's
+    ``expected_md5`` and ``expected_size``). Extraction happens in a
     hidden sibling temporary directory; a single top-level directory inside the
     archive becomes the tree root. When ``sums_file`` is given the tree is checked
     with :func:`verify_sha256sums`. Only then is ``out_dir`` replaced atomically.
     On failure the temporary directory is removed (a partial download is kept so a
     rerun resumes; a cached archive that is not a valid zip is deleted unless it
-    matched ``archive_sha256``).
+    was verified against a checksum).
     """
     out_dir = Path(out_dir)
     parent = out_dir.parent
-    archive = parent / ".downloads" / _archive_name(url)
+    archive = parent / ".downloads" / (archive_name or _archive_name(url))
+    verified = archive_sha256 is not None or download_kw.get("expected_md5") is not None
     download_file(url, archive, expected_sha256=archive_sha256, progress=progress, **download_kw)
 
     tmp = parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -500,7 +566,7 @@ def fetch_archive_tree(
         try:
             safe_extract_zip(archive, tmp)
         except CorruptArchiveError as exc:
-            if archive_sha256 is None:
+            if not verified:
                 _unlink_quietly(archive)
                 raise CorruptArchiveError(
                     f"{exc} (downloaded from {url}; removed {archive} so a rerun fetches it again)"
@@ -511,7 +577,12 @@ def fetch_archive_tree(
         tree = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
 
         if sums_file is not None:
-            verify_sha256sums(tree, sums_file)
+            try:
+                verify_sha256sums(tree, sums_file)
+            except DownloadError as exc:
+                _unlink_quietly(archive)
+                raise DownloadError(f"{exc}\n(downloaded from {url}; removed {archive} so that a rerun downloads "
+                                    f"it again)") from exc
 
         try:
             replace_path(tree, out_dir)

@@ -36,7 +36,7 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -162,6 +162,52 @@ class SleepStoreWriter:
         stage_values = self._check_stages(night_id, stages, labeled, n)
         event_values = self._check_events(night_id, events, n)
         self._append_features(half)
+        self._record_night(night_id, labeled, n, stage_values, event_values)
+
+    def add_night_blocks(self, night_id: str, blocks: Iterable[np.ndarray], n_epochs: int,
+                         stages: np.ndarray | None, labeled: bool, events: Mapping[str, np.ndarray] | None = None) -> None:
+        """:meth:`add_night` for a night whose features arrive as consecutive blocks of epochs (``n_epochs`` in all),
+        so that a long night is never held in memory: each block is checked and appended as it comes. A bad block or
+        a wrong total raises ValueError and leaves the store as it was before the night."""
+        if self.finished:
+            raise RuntimeError(f"night {night_id}: the store is already finished")
+        night_id = str(night_id)
+        if not night_id:
+            raise ValueError("a night needs a non-empty id")
+        if night_id in self._ids:
+            raise ValueError(f"night {night_id}: added twice")
+        n = int(n_epochs)
+        if n <= 0:
+            raise ValueError(f"night {night_id}: no complete {EPOCH_S} s epoch")
+        stage_values = self._check_stages(night_id, stages, labeled, n)
+        event_values = self._check_events(night_id, events, n)
+        start, got = self.n_epochs, 0
+        try:
+            for block in blocks:
+                block = np.asarray(block)
+                if block.ndim != 3 or block.shape[1:] != self._shape:
+                    raise ValueError(f"night {night_id}: feature block of shape {block.shape}, expected "
+                                     f"(e, {self._shape[0]}, {self._shape[1]}) (n_mels, frames per epoch)")
+                if not np.issubdtype(block.dtype, np.floating):
+                    raise ValueError(f"night {night_id}: features must be floating point, got {block.dtype}")
+                half = block.astype(FEATURE_DTYPE)
+                if not np.isfinite(half).all():
+                    bad = ~np.isfinite(block)
+                    what = "NaN or infinite" if bad.any() else f"beyond the float16 range ±{_F16_MAX:g}"
+                    raise ValueError(f"night {night_id}: features have values {what}")
+                if got + len(half) > n:
+                    raise ValueError(f"night {night_id}: more than the {n} epochs of features announced")
+                self._append_features(half)
+                got += len(half)
+            if got != n:
+                raise ValueError(f"night {night_id}: {got} epochs of features, {n} announced")
+        except BaseException:
+            self._rewind(start)
+            raise
+        self._record_night(night_id, labeled, n, stage_values, event_values)
+
+    def _record_night(self, night_id: str, labeled: bool, n: int, stage_values: np.ndarray,
+                      event_values: dict[str, np.ndarray]) -> None:
         self.night_ids.append(night_id)
         self._ids.add(night_id)
         self.labeled.append(bool(labeled))
@@ -169,6 +215,16 @@ class SleepStoreWriter:
         self.stages.append(stage_values)
         for name in self.events:
             self.event_values[name].append(event_values[name])
+
+    def _rewind(self, epoch: int) -> None:
+        """Drop the features from ``epoch`` on (a night that failed half way): the buffer is refilled from the
+        last shard written when that shard holds earlier epochs; later writes overwrite the rest."""
+        if epoch >= self._written:
+            self._buffered = epoch - self._written
+            return
+        shard = epoch // self.shard_epochs * self.shard_epochs
+        self._buffer[:epoch - shard] = self.features[shard:epoch]
+        self._written, self._buffered = shard, epoch - shard
 
     @staticmethod
     def _check_stages(night_id: str, stages: np.ndarray | None, labeled: bool, n: int) -> np.ndarray:

@@ -362,9 +362,12 @@ def _burst_track(bursts: np.ndarray, tc: np.ndarray) -> np.ndarray:
     return env.astype(np.float32)
 
 
-def airflow(plan: BreathPlan, fs: float, subject: dict) -> np.ndarray:
-    """Nasal airflow of the planned breaths at ``fs`` Hz (inspiration positive, expiration negative), float32."""
-    t = np.arange(int(round(plan.duration_s * fs))) / float(fs)
+def airflow(plan: BreathPlan, fs: float, subject: dict, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Nasal airflow of the planned breaths at ``fs`` Hz (inspiration positive, expiration negative), float32;
+    samples ``start:stop`` of the night only (the same values as slicing the whole night's airflow)."""
+    n = int(round(plan.duration_s * fs))
+    stop = n if stop is None else min(int(stop), n)
+    t = np.arange(min(int(start), stop), stop) / float(fs)
     insp, exp, _, _ = _breath_tracks(plan, t, subject)
     return insp - exp
 

@@ -64,7 +64,8 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from .. import synth
-from ..fetch import CorruptArchiveError, DownloadError, download_file, fetch_archive_tree, safe_extract_zip
+from .. import hosts
+from ..fetch import CorruptArchiveError, DownloadError, fetch_archive_tree, safe_extract_zip
 from ..files import atomic_dir, sha256_file
 from ..store import LEADS, EcgStoreWriter
 from . import ConversionError, float_or_none, settle_quarantine
@@ -74,7 +75,7 @@ log = logging.getLogger(__name__)
 NAME = "chapman"
 SOURCE_VERSION = "figshare-c.4560497.v2"
 WFDB_SOURCE_VERSION = "physionet-ecg-arrhythmia-1.0.0"
-#: The figshare collection; ``download(url=URL)`` fetches the files of :data:`FIGSHARE_FILES`.
+#: The figshare collection; ``download(url=URL)`` fetches the files of :data:`FIGSHARE_NAMES` listed by its API.
 URL = "https://figshare.com/collections/ChapmanECG/4560497/2"
 #: The PhysioNet WFDB release (one zip with SHA256SUMS.txt); ``download(url=WFDB_URL)`` fetches it.
 WFDB_URL = ("https://physionet.org/static/published-projects/ecg-arrhythmia/"
@@ -147,79 +148,54 @@ RHYTHM_SNOMED = {
 
 
 # --------------------------------------------------------------------------------------------- download
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of the figshare release. ``sha256`` pins its content when known (figshare publishes MD5
-    only; fill a pin after a first download you trust). ``archive``: a zip extracted into the tree."""
-
-    url: str
-    sha256: str | None = None
-    archive: bool = False
-    required: bool = True
+#: the files of figshare collection 4560497 that a conversion reads (``ECGData.zip``, the signals without
+#: denoising, 0.75 GB, only with ``with_raw_ecg=True``); AttributesDictionary.xlsx is optional
+FIGSHARE_NAMES = (DIAGNOSTICS, RHYTHM_TABLE, CONDITION_TABLE, ATTRIBUTES_TABLE, "ECGDataDenoised.zip")
+RAW_ECG_ARCHIVE = "ECGData.zip"
 
 
-#: figshare download URLs (``ndownloader/files/<id>`` of collection 4560497 v2). Edit this dict, or pass
-#: ``files=`` to :func:`download`, to pin hashes or point at a mirror. ``ECGData.zip`` (not denoised,
-#: 0.75 GB) is fetched only with ``with_raw_ecg=True``.
-FIGSHARE_FILES: dict[str, RemoteFile] = {
-    DIAGNOSTICS: RemoteFile("https://figshare.com/ndownloader/files/15653771"),
-    RHYTHM_TABLE: RemoteFile("https://figshare.com/ndownloader/files/15651296"),
-    CONDITION_TABLE: RemoteFile("https://figshare.com/ndownloader/files/15651293"),
-    ATTRIBUTES_TABLE: RemoteFile("https://figshare.com/ndownloader/files/15653762", required=False),
-    "ECGDataDenoised.zip": RemoteFile("https://figshare.com/ndownloader/files/15652862", archive=True),
-}
-RAW_ECG_FILE = ("ECGData.zip", RemoteFile("https://figshare.com/ndownloader/files/15651326", archive=True))
-
-
-def download(out_dir: Path, url: str = URL, progress: bool = True, files: dict[str, RemoteFile] | None = None,
-             with_raw_ecg: bool = False) -> Path:
+def download(out_dir: Path, url: str = URL, progress: bool = True, *, api: str = hosts.FIGSHARE_API,
+             verify: bool = True, with_raw_ecg: bool = False) -> Path:
     """Fetch a release into ``out_dir`` (replaced atomically once everything is verified).
 
-    - ``url=URL`` (the figshare collection): each file of ``files`` (default :data:`FIGSHARE_FILES`) is
-      downloaded from its own URL;
-    - ``url`` ending in ``.zip`` (e.g. :data:`WFDB_URL`): a PhysioNet archive, extracted and checked
-      against its ``SHA256SUMS.txt``;
-    - any other ``url``: a mirror of the figshare files, fetched as ``<url>/<file name>``.
-
-    figshare downloads are resumable (``out_dir.parent/.downloads/chapman``), checked against a pinned
-    SHA-256 where one is given, the archives are CRC-checked and extracted safely, the spreadsheets must
-    open with the expected columns, and ``SHA256SUMS.txt`` is written over the installed tree so that
-    :func:`physiossl.data.fetch.verify_sha256sums` can check it later.
+    - ``url`` a figshare collection (default :data:`URL`): figshare's API (``api``) lists the collection's files
+      with their MD5 (:func:`physiossl.data.hosts.figshare_collection_files`); each file of
+      :data:`FIGSHARE_NAMES` is downloaded resumably into ``out_dir.parent/.downloads/chapman`` and checked
+      against its listed size and MD5 (``verify=False`` skips that), the archives are CRC-checked and extracted
+      safely, the spreadsheets must open with the expected columns; the API's answer is saved as
+      ``HOST_MANIFEST.json`` and ``SHA256SUMS.txt`` is written over the installed tree;
+    - ``url`` ending in ``.zip`` (e.g. :data:`WFDB_URL`): a PhysioNet archive, extracted and checked against its
+      ``SHA256SUMS.txt``.
     """
     out_dir = Path(out_dir)
     if url.lower().split("?")[0].endswith(".zip"):
-        return fetch_archive_tree(url, out_dir, sums_file="SHA256SUMS.txt", progress=progress)
-    wanted = dict(FIGSHARE_FILES if files is None else files)
-    if with_raw_ecg:
-        wanted.setdefault(*RAW_ECG_FILE)
-    if url.rstrip("/") != URL.rstrip("/"):
-        wanted = {name: RemoteFile(f"{url.rstrip('/')}/{name}", f.sha256, f.archive, f.required)
-                  for name, f in wanted.items()}
-    cache = out_dir.parent / ".downloads" / NAME
-    fetched: dict[str, Path] = {}
-    for name, remote in wanted.items():
-        try:
-            fetched[name] = download_file(remote.url, cache / name, expected_sha256=remote.sha256, progress=progress)
-        except DownloadError:
-            if remote.required:
-                raise
-            log.warning("optional file %s could not be downloaded from %s; continuing without it", name, remote.url)
+        return fetch_archive_tree(url, out_dir, sums_file="SHA256SUMS.txt" if verify else None, progress=progress)
+    collection = hosts.figshare_collection_id(url)
+    if collection is None:
+        raise DownloadError(f"{url}: neither a figshare collection URL (like {URL}) nor a PhysioNet .zip; for a "
+                            f"copy of the release on disk use the dataset's mode: local")
+    listed, answer = hosts.figshare_collection_files(collection, api)
+    names = [*FIGSHARE_NAMES, *([RAW_ECG_ARCHIVE] if with_raw_ecg else [])]
+    chosen = hosts.select(listed, names, f"figshare collection {collection} ({api})", optional=(ATTRIBUTES_TABLE,))
+    fetched = hosts.fetch_files(chosen, out_dir.parent / ".downloads" / NAME, verify=verify, progress=progress)
     with atomic_dir(out_dir) as tmp:
         tmp.mkdir(parents=True)
         for name, path in fetched.items():
-            if wanted[name].archive:
-                _extract_signal_archive(path, tmp, Path(name).stem, pinned=wanted[name].sha256 is not None)
+            if name.endswith(".zip"):
+                _extract_signal_archive(path, tmp, Path(name).stem, verified=verify)
             else:
                 shutil.copyfile(path, tmp / name)
         _check_downloaded_tree(tmp)
+        hosts.write_manifest(tmp, "figshare", url, chosen, answer)
         _write_sha256sums(tmp)
     return out_dir
 
 
-def _extract_signal_archive(archive: Path, tree: Path, folder: str, pinned: bool) -> None:
+def _extract_signal_archive(archive: Path, tree: Path, folder: str, verified: bool) -> None:
     """Extract a figshare signal zip so that its CSVs land in ``tree/folder/`` (the zips carry that folder
     at their top level; an archive without it is extracted into it). Every member's CRC is checked while
-    extracting; a corrupt archive that matched no pinned hash is deleted so that a rerun fetches it again."""
+    extracting; a corrupt archive that was not verified against its host's MD5 is deleted so that a rerun
+    fetches it again."""
     try:
         try:
             with zipfile.ZipFile(archive) as zf:
@@ -230,7 +206,7 @@ def _extract_signal_archive(archive: Path, tree: Path, folder: str, pinned: bool
         target = tree if tops == {folder} else tree / folder
         safe_extract_zip(archive, target)
     except CorruptArchiveError as exc:
-        if pinned:
+        if verified:
             raise
         archive.unlink(missing_ok=True)
         raise CorruptArchiveError(f"{exc} (removed {archive} so that a rerun downloads it again)") from exc

@@ -67,8 +67,8 @@ import pandas as pd
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from .. import synth
-from ..fetch import CorruptArchiveError, DownloadError, download_file, safe_extract_zip
+from .. import hosts, synth
+from ..fetch import CorruptArchiveError, DownloadError, safe_extract_zip
 from ..files import atomic_dir, replace_path, sha256_file
 from ..store import EcgStoreWriter, quarantine_path, write_quarantine
 from . import ConversionError, float_or_none, settle_quarantine
@@ -92,11 +92,10 @@ TARGETS = ("nn_predicted_age", "normal_ecg", "death", "timey")
 DEFAULT_NORM_FOLDS = tuple(range(1, 9))
 DEFAULT_MIN_SECONDS = 1.0
 MAX_ABS_MV = 100.0
-BLOCK_ROWS = 256        # rows per HDF5 block read (256 × 4096 × 12 float32 = 48 MiB)
+BLOCK_ROWS = 32         # rows per HDF5 block read (32 × 4096 × 12 float32 = 6 MiB: a small, fixed transient)
 PROBE_ROWS = 256        # records per part measured for the amplitude unit
+PROBE_READ_ROWS = 32    # rows per HDF5 read of the probe (32 × 4096 × 12 float32 = 6 MiB)
 #: Zenodo publishes md5 checksums only; no hash is pinned here. Pass ``sha256=``/``md5=`` to download() to pin.
-SHA256: dict[str, str] = {}
-MD5: dict[str, str] = {}
 _PART = re.compile(r"^exams_part(\d+)\.hdf5$")
 
 #: synth.py statements → CODE classes
@@ -365,14 +364,19 @@ def probe_records(path: Path, rows: Sequence[int], n: int, *, native_fs: float =
     rows = sorted(int(r) for r in rows)[:n]
     if not rows:
         return np.zeros(0), []
-    end = min(rows[-1] + 1, rows[0] + 2 * n)           # one contiguous block of at most 2n rows
+    end = min(rows[-1] + 1, rows[0] + 2 * n)           # within one stretch of at most 2n rows
     rows = [r for r in rows if r < end]
-    with h5py.File(path, "r") as fh:
-        block = np.asarray(fh["tracings"][rows[0]:end])[[r - rows[0] for r in rows]]
-    amps = qrs_amplitudes(block, fs=native_fs)
-    start, stop = valid_spans(block)
-    spans = [block[i, start[i]:stop[i], :6] for i in range(min(len(rows), n_lead_records)) if stop[i] > start[i]]
-    return amps, spans
+    amps, spans = [], []
+    with h5py.File(path, "r") as fh:                   # read PROBE_READ_ROWS at a time: the memory stays small
+        tracings = fh["tracings"]
+        for i0 in range(0, len(rows), PROBE_READ_ROWS):
+            part = rows[i0:i0 + PROBE_READ_ROWS]
+            block = np.asarray(tracings[part[0]:part[-1] + 1])[[r - part[0] for r in part]]
+            amps.append(qrs_amplitudes(block, fs=native_fs))
+            start, stop = valid_spans(block)
+            spans += [block[j, start[j]:stop[j], :6].copy() for j in range(min(len(part), n_lead_records - i0))
+                      if stop[j] > start[j]]
+    return np.concatenate(amps), spans
 
 
 class BackgroundHasher:
@@ -440,7 +444,17 @@ def demo_tracings(rng: np.random.Generator, n: int, seconds: Sequence[float] = (
     devices, III, aVR, aVL and aVF are derived from I and II (Einthoven and Goldberger)."""
     out = np.zeros((n, n_samples, N_LEADS), dtype=np.float32)
     specs = []
-    for i in range(n):
+    for i, (record, spec) in enumerate(iter_demo_tracings(rng, n, seconds, n_samples)):
+        out[i] = record
+        specs.append(spec)
+    return out, specs
+
+
+def iter_demo_tracings(rng: np.random.Generator, n: int, seconds: Sequence[float] = (10, 10, 10, 9, 8, 7),
+                       n_samples: int = N_RAW_SAMPLES) -> Iterator[tuple[np.ndarray, synth.EcgSpec]]:
+    """The records of :func:`demo_tracings` one at a time ((n_samples, 12) float32 and its spec), with the same
+    random draws, so a demo tree of any size is written without holding its tracings."""
+    for _ in range(n):
         spec = synth.sample_spec(rng)
         x = synth.synthesize(spec, rng, fs=synth.FS).astype(np.float64)
         lead_i, lead_ii = x[0].copy(), x[1].copy()
@@ -448,9 +462,44 @@ def demo_tracings(rng: np.random.Generator, n: int, seconds: Sequence[float] = (
         x = resample_poly(x, 4, 5, axis=1)                                     # 500 → 400 Hz
         length = min(int(round(float(rng.choice(seconds)) * NATIVE_FS)), x.shape[1], n_samples)
         left = (n_samples - length) // 2
-        out[i, left:left + length] = x[:, :length].T
-        specs.append(spec)
-    return out, specs
+        record = np.zeros((n_samples, N_LEADS), dtype=np.float32)
+        record[left:left + length] = x[:, :length].T
+        yield record, spec
+
+
+DEMO_COPY_ROWS = 256    # records per block when the demo copies its spilled tracings into an HDF5 part
+
+
+def _spill_demo_tracings(rng: np.random.Generator, n: int, path: Path, desc: str) -> list[synth.EcgSpec]:
+    """Write the records of :func:`iter_demo_tracings` one after the other to ``path`` (raw float32, (n, 4096, 12))
+    and return their specs: the demo's tracings on disk, never in memory."""
+    specs = []
+    with open(path, "wb") as fh:
+        for record, spec in tqdm(iter_demo_tracings(rng, n), total=n, desc=desc, unit="rec"):
+            fh.write(record.tobytes())
+            specs.append(spec)
+    return specs
+
+
+def _write_demo_part(path: Path, spill: Path, members: np.ndarray, ids: np.ndarray, padding_row: bool) -> None:
+    """An HDF5 part whose ``tracings`` are the spilled records ``members`` (in that order; plus a zero padding row)
+    and whose ``exam_id`` is ``ids`` (plus 0), copied block by block: the same file as writing the whole array."""
+    shape = (N_RAW_SAMPLES, N_LEADS)
+    size = N_RAW_SAMPLES * N_LEADS
+    n = len(members) + int(padding_row)
+    with h5py.File(path, "w") as fh, open(spill, "rb") as src:
+        tracings = fh.create_dataset("tracings", shape=(n, *shape), dtype="float32")
+        for j0 in range(0, len(members), DEMO_COPY_ROWS):
+            rows = members[j0:j0 + DEMO_COPY_ROWS]
+            block = np.empty((len(rows), *shape), np.float32)
+            for k, row in enumerate(rows):
+                src.seek(int(row) * size * 4)
+                block[k] = np.fromfile(src, dtype=np.float32, count=size).reshape(shape)
+            tracings[j0:j0 + len(rows)] = block
+        if padding_row:
+            tracings[n - 1] = np.zeros(shape, np.float32)
+        fh.create_dataset("exam_id", data=np.concatenate([ids, np.zeros(int(padding_row), np.int64)]).astype(np.int64),
+                          dtype="int64")
 
 
 def spec_labels(spec: synth.EcgSpec) -> set[str]:
@@ -458,42 +507,18 @@ def spec_labels(spec: synth.EcgSpec) -> set[str]:
 
 
 # ============================================================================================ download
-def _zenodo_url(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}" + ("?download=1" if "zenodo.org" in base else "")
-
-
-def _md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fetch(url: str, dest: Path, name: str, sha256: dict, md5: dict, progress: bool) -> Path:
-    path = download_file(url, dest, expected_sha256=sha256.get(name), progress=progress)
-    if name in md5:
-        actual = _md5_file(path)
-        if actual != md5[name].lower():
-            path.unlink(missing_ok=True)
-            raise DownloadError(f"md5 mismatch for {name} (from {url}): expected {md5[name]}, got {actual}; "
-                                f"removed {path}")
-    return path
-
-
 def download(out_dir: Path, url: str = URL, progress: bool = True, *, parts: Iterable[int] = range(N_PARTS),
-             sha256: dict[str, str] | None = None, md5: dict[str, str] | None = None,
-             keep_archives: bool = False) -> Path:
-    """Fetch ``exams.csv`` and ``exams_part{k}.zip`` (k in ``parts``) from ``url`` (the Zenodo record by
-    default, or a mirror with the same file names) and install the tree at ``out_dir``.
+             api: str = hosts.ZENODO_API, verify: bool = True, keep_archives: bool = False) -> Path:
+    """Fetch ``exams.csv`` and ``exams_part{k}.zip`` (k in ``parts``) of the Zenodo record that ``url`` names
+    (default: record 4916206) and install the tree at ``out_dir``.
 
-    Every file is downloaded resumably (:func:`physiossl.data.fetch.download_file`) into
-    ``out_dir.parent/.downloads/code15/``; each zip is extracted safely into a staging tree there and
-    deleted once its ``.hdf5`` is in place (``keep_archives=True`` keeps it), so a rerun resumes where it
-    stopped. Zenodo publishes md5 checksums only, so nothing is pinned by default (:data:`SHA256`,
-    :data:`MD5` are empty): pass ``sha256={file name: hex}`` and/or ``md5={file name: hex}`` (names such as
-    ``exams_part3.zip``, ``exams.csv``) to verify. Once every file is present, ``SHA256SUMS.txt`` (the
-    hashes of the files as fetched) is written and the staging tree replaces ``out_dir`` atomically.
+    Zenodo's API (``api``) lists the record's files with their size and MD5
+    (:func:`physiossl.data.hosts.zenodo_files`); every file is downloaded resumably into
+    ``out_dir.parent/.downloads/code15/`` and checked against them (``verify=False`` skips that); each zip is
+    extracted safely into a staging tree there and deleted once its ``.hdf5`` is in place (``keep_archives=True``
+    keeps it), so a rerun resumes where it stopped. Once every file is present, the API's answer is saved as
+    ``HOST_MANIFEST.json``, ``SHA256SUMS.txt`` (the hashes of the files as installed) is written and the staging
+    tree replaces ``out_dir`` atomically.
     """
     out_dir = Path(out_dir)
     parts = sorted(set(int(k) for k in parts))
@@ -501,7 +526,13 @@ def download(out_dir: Path, url: str = URL, progress: bool = True, *, parts: Ite
     if out_dir.is_dir() and all((out_dir / n).is_file() for n in names):
         log.info("%s already holds %s; nothing to download", out_dir, ", ".join(names))
         return out_dir
-    sha256, md5 = dict(SHA256 if sha256 is None else sha256), dict(MD5 if md5 is None else md5)
+    record = hosts.zenodo_record_id(url)
+    if record is None:
+        raise DownloadError(f"{url}: not a Zenodo record URL (like {URL}); for a copy on disk use the dataset's "
+                            f"mode: local")
+    listed, answer = hosts.zenodo_files(record, api)
+    wanted = hosts.select(listed, ["exams.csv", *(f"exams_part{k}.zip" for k in parts)], f"Zenodo record {record}")
+    remote = {f.path: f for f in wanted}
     cache = out_dir.parent / ".downloads" / NAME
     staging = cache / "tree"
     staging.mkdir(parents=True, exist_ok=True)
@@ -510,17 +541,18 @@ def download(out_dir: Path, url: str = URL, progress: bool = True, *, parts: Ite
         if target.is_file():
             continue
         zip_name = f"exams_part{k}.zip"
-        source = _zenodo_url(url, zip_name)
-        archive = _fetch(source, cache / zip_name, zip_name, sha256, md5, progress)
+        archive = hosts.fetch_files([remote[zip_name]], cache, verify=verify, progress=progress)[zip_name]
         tmp = cache / f".extract-{k}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             try:
                 safe_extract_zip(archive, tmp)
             except CorruptArchiveError as exc:
-                if zip_name not in sha256 and zip_name not in md5:
-                    archive.unlink(missing_ok=True)
-                raise CorruptArchiveError(f"{exc} (from {source}; removed so a rerun fetches it again)") from exc
+                if verify:     # the host's own copy is bad: fetching it again would not help
+                    raise CorruptArchiveError(f"{exc} (from {remote[zip_name].url}, matching the host's MD5)") from exc
+                archive.unlink(missing_ok=True)
+                raise CorruptArchiveError(f"{exc} (from {remote[zip_name].url}; removed so a rerun fetches it "
+                                          f"again)") from exc
             found = sorted(tmp.rglob("*.hdf5"))
             exact = [p for p in found if p.name == target.name]
             if len(exact) != 1 and len(found) != 1:
@@ -532,7 +564,8 @@ def download(out_dir: Path, url: str = URL, progress: bool = True, *, parts: Ite
         if not keep_archives:
             archive.unlink(missing_ok=True)
     if not (staging / "exams.csv").is_file():
-        _fetch(_zenodo_url(url, "exams.csv"), staging / "exams.csv", "exams.csv", sha256, md5, progress)
+        hosts.fetch_files([remote["exams.csv"]], staging, verify=verify, progress=progress)
+    hosts.write_manifest(staging, "zenodo", url, wanted, answer)
     (staging / "SHA256SUMS.txt").write_text(sha256sums_text(staging))
     replace_path(staging, out_dir)
     log.info("installed CODE-15%% parts %s at %s", parts, out_dir)
@@ -553,42 +586,42 @@ def demo(out_dir: Path, n_records: int = 300, seed: int = 0, n_parts: int = 2) -
     rng.shuffle(patient_of)
     patient_ids = 10_000 + rng.choice(900_000, size=n_patients, replace=False)
     exam_ids = 1 + rng.choice(3_000_000, size=n_records, replace=False)
-    tracings, specs = demo_tracings(rng, n_records)
-    part_of = np.sort(np.arange(n_records) % n_parts)
-    base_age = rng.integers(18, 90, n_patients)
-    first_exam: set[int] = set()
-    rows = []
-    for i in range(n_records):
-        patient = int(patient_of[i])
-        labels = spec_labels(specs[i])
-        age = int(base_age[patient] + rng.integers(0, 3))
-        first = patient not in first_exam
-        first_exam.add(patient)
-        row = {
-            "exam_id": int(exam_ids[i]), "age": age, "is_male": bool(patient % 2 == 0),
-            "nn_predicted_age": round(float(age + rng.normal(0, 8)), 4),
-            **{c: c in labels for c in CLASSES},
-            "patient_id": int(patient_ids[patient]),
-            "normal_ecg": bool(specs[i].rhythm == "SR" and not specs[i].morphologies),
-            "death": bool(rng.random() < 0.05) if first else None,
-            "timey": round(float(rng.uniform(0.5, 8.0)), 4) if first else None,
-            "trace_file": f"exams_part{part_of[i]}.hdf5",
-        }
-        rows.append(row)
     with atomic_dir(Path(out_dir)) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
+        # the tracings go to a scratch file as they are drawn (a real part is 3.8 GB) and are copied into the
+        # parts in their shuffled order once the rows have been drawn
+        spill = tmp / ".tracings.f32"
+        specs = _spill_demo_tracings(rng, n_records, spill, "code15 demo")
+        part_of = np.sort(np.arange(n_records) % n_parts)
+        base_age = rng.integers(18, 90, n_patients)
+        first_exam: set[int] = set()
+        rows = []
+        for i in range(n_records):
+            patient = int(patient_of[i])
+            labels = spec_labels(specs[i])
+            age = int(base_age[patient] + rng.integers(0, 3))
+            first = patient not in first_exam
+            first_exam.add(patient)
+            row = {
+                "exam_id": int(exam_ids[i]), "age": age, "is_male": bool(patient % 2 == 0),
+                "nn_predicted_age": round(float(age + rng.normal(0, 8)), 4),
+                **{c: c in labels for c in CLASSES},
+                "patient_id": int(patient_ids[patient]),
+                "normal_ecg": bool(specs[i].rhythm == "SR" and not specs[i].morphologies),
+                "death": bool(rng.random() < 0.05) if first else None,
+                "timey": round(float(rng.uniform(0.5, 8.0)), 4) if first else None,
+                "trace_file": f"exams_part{part_of[i]}.hdf5",
+            }
+            rows.append(row)
         csv_order = rng.permutation(n_records)
         pd.DataFrame([rows[i] for i in csv_order], columns=list(CSV_COLUMNS)).to_csv(tmp / "exams.csv", index=False)
         for k in range(n_parts):
             members = np.flatnonzero(part_of == k)
             members = members[rng.permutation(len(members))]        # another order than the CSV's
-            data, ids = tracings[members], exam_ids[members].astype(np.int64)
-            if k == n_parts - 1:                                    # trailing padding row, as in the real parts
-                data = np.concatenate([data, np.zeros((1, *data.shape[1:]), np.float32)])
-                ids = np.concatenate([ids, np.zeros(1, np.int64)])
-            with h5py.File(tmp / f"exams_part{k}.hdf5", "w") as fh:
-                fh.create_dataset("tracings", data=data, dtype="float32")
-                fh.create_dataset("exam_id", data=ids, dtype="int64")
+            # the last part ends with a padding row (exam_id 0, zeros), as in the real parts
+            _write_demo_part(tmp / f"exams_part{k}.hdf5", spill, members, exam_ids[members].astype(np.int64),
+                             padding_row=k == n_parts - 1)
+        spill.unlink()
         (tmp / "SHA256SUMS.txt").write_text(sha256sums_text(tmp))
     return Path(out_dir)
 

@@ -28,7 +28,8 @@ import logging
 import math
 import re
 import shutil
-from pathlib import Path
+from urllib.parse import unquote, urlsplit
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import h5py
@@ -36,12 +37,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..fetch import download_file, fetch_archive_tree
+from .. import hosts
+from ..fetch import DownloadError, download_file, fetch_archive_tree
 from ..files import atomic_dir
 from ..store import EcgStoreWriter
 from . import ConversionError, settle_quarantine
 from .code15 import (BLOCK_ROWS, read_table, tracings_provenance, CLASSES, DEFAULT_MIN_SECONDS, MAX_ABS_MV, N_RAW_SAMPLES, NATIVE_FS, BackgroundHasher,
-                     demo_tracings, find_one, fold_of, iter_hdf5_records, lead_check_or_fail,
+                     N_LEADS, find_one, fold_of, iter_demo_tracings, iter_hdf5_records, lead_check_or_fail,
                      open_tracings, parse_bool, probe_records, resampled_length, resampling_ratio,
                      resolve_amplitude_unit, sha256sums_text, spec_labels)
 
@@ -69,30 +71,44 @@ _HINT = "is it the CODE test set's data folder? `physiossl download codetest`"
 
 
 # --------------------------------------------------------------------------------------------- download
-def download(out_dir: Path, url: str = URL, progress: bool = True, metadata_url: str = METADATA_URL,
-             archive_sha256: str | None = None) -> Path:
+def download(out_dir: Path, url: str = URL, progress: bool = True, *, api: str = hosts.ZENODO_API,
+             verify: bool = True, metadata_url: str = METADATA_URL) -> Path:
     """Fetch the CODE test set into ``out_dir``.
 
-    ``url`` ending in ``.zip`` (default, the Zenodo record's zip): downloaded resumably, extracted safely
-    (a single top folder such as ``data/`` becomes the tree root) and installed atomically. ``url`` ending
-    in ``.hdf5``: the tracings alone, saved as ``ecg_tracings.hdf5``. Either way, ``attributes.csv`` and
-    ``annotations/gold_standard.csv`` are fetched from ``metadata_url`` (checked against pinned sha256) when
-    the tree lacks them, and ``SHA256SUMS.txt`` records the files as fetched. Zenodo publishes md5 only:
-    the archive is not pinned unless ``archive_sha256`` is given.
+    ``url`` names a file of a Zenodo record (default: ``data.zip`` of record 3625006). Zenodo's API (``api``) lists
+    the record's files with their size and MD5 (:func:`physiossl.data.hosts.zenodo_files`); the file is
+    downloaded resumably and checked against them (``verify=False`` skips that). A ``.zip`` is extracted safely
+    (a single top folder such as ``data/`` becomes the tree root) and installed atomically; an ``.hdf5`` is the
+    tracings alone, saved as ``ecg_tracings.hdf5``. Either way, ``attributes.csv`` and
+    ``annotations/gold_standard.csv`` are fetched from ``metadata_url`` (checked against pinned SHA-256) when the
+    tree lacks them; the API's answer is saved as ``HOST_MANIFEST.json`` and ``SHA256SUMS.txt`` records the files
+    as installed.
     """
     out_dir = Path(out_dir)
-    path = url.split("?")[0].lower()
-    if path.endswith(".hdf5") or path.endswith(".h5"):
+    record = hosts.zenodo_record_id(url)
+    if record is None:
+        raise DownloadError(f"{url}: not a file of a Zenodo record (like {URL}); for a copy on disk use the "
+                            f"dataset's mode: local")
+    name = PurePosixPath(unquote(urlsplit(url).path)).name
+    listed, answer = hosts.zenodo_files(record, api)
+    [remote] = hosts.select(listed, [name], f"Zenodo record {record} ({api})")
+    checks = {"expected_md5": remote.md5, "expected_size": remote.size} if verify else {}
+    if verify and not remote.md5:
+        raise DownloadError(f"Zenodo record {record} publishes no checksum for {name}: set download.verify: false "
+                            f"to install it unverified")
+    if name.lower().endswith((".hdf5", ".h5")):
         with atomic_dir(out_dir) as tmp:
             tmp.mkdir(parents=True, exist_ok=True)
-            cached = download_file(url, out_dir.parent / ".downloads" / NAME / TRACINGS,
-                                   expected_sha256=archive_sha256, progress=progress)
+            cached = download_file(remote.url, out_dir.parent / ".downloads" / NAME / TRACINGS, progress=progress,
+                                   **checks)
             shutil.copyfile(cached, tmp / TRACINGS)
             _fetch_metadata(tmp, metadata_url, progress)
+            hosts.write_manifest(tmp, "zenodo", url, [remote], answer)
             (tmp / "SHA256SUMS.txt").write_text(sha256sums_text(tmp))
         return out_dir
-    tree = fetch_archive_tree(url, out_dir, sums_file=None, archive_sha256=archive_sha256, progress=progress)
+    tree = fetch_archive_tree(remote.url, out_dir, sums_file=None, archive_name=name, progress=progress, **checks)
     _fetch_metadata(tree, metadata_url, progress)
+    hosts.write_manifest(tree, "zenodo", url, [remote], answer)
     (tree / "SHA256SUMS.txt").write_text(sha256sums_text(tree))
     return tree
 
@@ -110,12 +126,16 @@ def demo(out_dir: Path, n_records: int = 60, seed: int = 0) -> Path:
     ``annotations/{gold_standard,cardiologist1,dnn}.csv`` (the latter two disagree with the gold standard
     on a few rows)."""
     rng = np.random.default_rng(seed)
-    tracings, specs = demo_tracings(rng, n_records)
-    gold = np.array([[c in spec_labels(s) for c in CLASSES] for s in specs], dtype=int).reshape(-1, len(CLASSES))
     with atomic_dir(Path(out_dir)) as tmp:
         (tmp / "annotations").mkdir(parents=True)
-        with h5py.File(tmp / TRACINGS, "w") as fh:
-            fh.create_dataset("tracings", data=tracings, dtype="float32")
+        specs = []
+        with h5py.File(tmp / TRACINGS, "w") as fh:   # record by record: the tracings are never held at once
+            tracings = fh.create_dataset("tracings", shape=(n_records, N_RAW_SAMPLES, N_LEADS), dtype="float32")
+            for i, (record, spec) in enumerate(tqdm(iter_demo_tracings(rng, n_records), total=n_records,
+                                                    desc="codetest demo", unit="rec")):
+                tracings[i] = record
+                specs.append(spec)
+        gold = np.array([[c in spec_labels(s) for c in CLASSES] for s in specs], dtype=int).reshape(-1, len(CLASSES))
         pd.DataFrame({"age": rng.integers(16, 95, n_records),
                       "sex": rng.choice(["M", "F"], n_records)}).to_csv(tmp / ATTRIBUTES, index=False)
         pd.DataFrame(gold, columns=list(CLASSES)).to_csv(tmp / "annotations" / GOLD, index=False)

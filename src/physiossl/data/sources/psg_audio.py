@@ -1,5 +1,5 @@
-"""PSG-Audio (Korompili et al. 2021, Scientific Data, doi 10.1038/s41597-021-00977-w): download from a mirror
-with a manifest, demo tree, conversion to the sleep store.
+"""PSG-Audio (Korompili et al. 2021, Scientific Data, doi 10.1038/s41597-021-00977-w): download from Science Data
+Bank (verified against its Croissant export), demo tree, conversion to the sleep store.
 
 Layout of a night (``<id>`` such as ``00000995-100507``)::
 
@@ -44,7 +44,10 @@ Conversion decisions:
   the total duration, the epochs, ``dropped_s``, the session's ``RecordingStart``.
 
 With ``workers`` > 1 nights are read and featurised in that many processes; the single store writer appends
-them in sorted night-id order, so the store is the same for any number of workers.
+them in sorted night-id order, so the store is the same for any number of workers. A night's features go, part by
+part, to a scratch file beside the store (:class:`SpilledFeatures`) and from there into the store in blocks of
+epochs, so neither a worker nor the writer holds a whole night: the memory of a conversion does not grow with the
+length of the nights (docs/sizing.md: measured on 8-hour nights at 48 kHz).
 
 Download: Science Data Bank (data DOI 10.11922/sciencedb.00345, to be verified together with the licence)
 publishes PSG-Audio as many per-night files behind a web interface and gives no checksum manifest.
@@ -71,13 +74,13 @@ from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Sequence
-from urllib.parse import quote
 
 import numpy as np
 from tqdm import tqdm
 
-from ..audio import AudioError, check_features, epoch_features, mix_channels, resample_audio
-from ..fetch import DownloadError, download_file
+from ..audio import AudioError, check_features, epoch_features, frames_per_epoch, mix_channels, resample_audio
+from .. import hosts
+from ..fetch import DownloadError
 from ..files import atomic_dir, sha256_file
 from ..sleep_stages import UNSCORED
 from ..sleep_store import SleepStoreWriter
@@ -90,8 +93,10 @@ log = logging.getLogger(__name__)
 KIND = "sleep"
 NAME = "psg_audio"
 SOURCE_VERSION = "psg-audio (Science Data Bank)"
-#: The dataset's landing page. It serves no manifest: pass ``url=`` a mirror with ``SHA256SUMS.txt``.
+#: The dataset's DOI (Science Data Bank, CC BY 4.0); it leads to the landing page that names the dataset id.
 URL = "https://doi.org/10.11922/sciencedb.00345"
+#: The release whose layout is read here (``/V3/APNEA_EDF/<id>/<id>[001].edf``, ``/V3/APNEA_RML/<id>.rml``).
+VERSION = "V3"
 SUMS_FILE = "SHA256SUMS.txt"
 
 EDF_DIR = "APNEA_EDF"
@@ -315,13 +320,24 @@ def resample_blocks(read: Callable[[int, int], np.ndarray], n_in: int, fs_in: fl
     :func:`physiossl.data.audio.resample_audio` and trimmed, so the result equals resampling the whole signal
     at once (the polyphase filter is far shorter than the margin) while only one block is held at ``fs_in``.
     """
+    pieces = list(iter_resampled_blocks(read, n_in, fs_in, fs_out, block_s))
+    if not pieces:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def iter_resampled_blocks(read: Callable[[int, int], np.ndarray], n_in: int, fs_in: float, fs_out: float,
+                          block_s: float = READ_BLOCK_S) -> Iterator[np.ndarray]:
+    """The consecutive pieces (float32, one per block of ``block_s`` seconds read) of :func:`resample_blocks`:
+    their concatenation is its result, and only one block is held at a time at either rate."""
     n_in = int(n_in)
     if n_in <= 0:
-        return np.zeros(0, dtype=np.float32)
+        return
     if float(fs_in) == float(fs_out):
         step = max(1, int(block_s * fs_in))
-        return np.concatenate([np.asarray(read(s, min(step, n_in - s)), dtype=np.float32)
-                               for s in range(0, n_in, step)])
+        for s in range(0, n_in, step):
+            yield np.asarray(read(s, min(step, n_in - s)), dtype=np.float32)
+        return
     ratio = _ratio(fs_in, fs_out)
     up, down = ratio.numerator, ratio.denominator
     n_out = -(-n_in * up // down)
@@ -330,45 +346,83 @@ def resample_blocks(read: Callable[[int, int], np.ndarray], n_in: int, fs_in: fl
     reach = max(2 * (10 * max(up, down) // up + 1), int(fs_in))
     margin = down * -(-reach // down)
     if step >= n_in:
-        return resample_audio(np.asarray(read(0, n_in), dtype=np.float64), fs_in, fs_out)[:n_out]
-    out = np.empty(n_out, dtype=np.float32)
+        yield resample_audio(np.asarray(read(0, n_in), dtype=np.float64), fs_in, fs_out)[:n_out]
+        return
     for s in range(0, n_in, step):
         a, b = max(0, s - margin), min(n_in, s + step + margin)
         y = resample_audio(np.asarray(read(a, b - a), dtype=np.float64), fs_in, fs_out)
         o0 = s * up // down
         o1 = min(n_out, (s + step) * up // down) if s + step < n_in else n_out
         off = (s - a) * up // down
-        out[o0:o1] = y[off:off + (o1 - o0)]
-    return out
+        yield y[off:off + (o1 - o0)].copy()
 
 
 def read_edf_channel(path: Path, label: str, fs_out: float | None = None,
                      block_s: float = READ_BLOCK_S) -> tuple[np.ndarray, float]:
     """One channel of an EDF(+) file in physical units, float32, resampled to ``fs_out`` (None: as recorded)
     block by block (:func:`resample_blocks`); returns (samples, rate of the file's channel)."""
+    rate: list[float] = []
+    pieces = list(iter_edf_channel(path, label, fs_out, block_s, rate))
+    x = np.concatenate(pieces) if len(pieces) > 1 else (pieces[0] if pieces else np.zeros(0, np.float32))
+    return x, rate[0]
+
+
+def iter_edf_channel(path: Path, label: str, fs_out: float | None = None, block_s: float = READ_BLOCK_S,
+                     rate: list[float] | None = None) -> Iterator[np.ndarray]:
+    """:func:`read_edf_channel` piece by piece (:func:`iter_resampled_blocks`): one block of the part at a time,
+    never the whole part; the channel's rate in the file is appended to ``rate`` when a list is given."""
+    yield from iter_edf_mix(path, [label], fs_out, block_s, rate)
+
+
+def iter_edf_mix(path: Path, labels: Sequence[str], fs_out: float | None = None, block_s: float = READ_BLOCK_S,
+                 rates: list[float] | None = None) -> Iterator[np.ndarray]:
+    """The mono mix (:func:`mixed_pieces`) of the channels ``labels`` of one EDF(+) file, each in physical units and
+    resampled to ``fs_out`` block by block, as consecutive pieces; the file is opened once (edflib refuses a second
+    reader). The channels' rates in the file are appended to ``rates`` when a list is given."""
     path = Path(path)
     reader = _open_edf(path)
     try:
-        labels = [str(s).strip() for s in reader.getSignalLabels()]
-        index = _find_label(labels, label)
-        if index is None:
-            raise ValueError(f"channel {label!r} missing in {path.name} (has {labels})")
-        fs = float(reader.getSampleFrequency(index))
-        n = int(reader.getNSamples()[index])
+        names = [str(s).strip() for s in reader.getSignalLabels()]
+        channels = []
+        for label in labels:
+            index = _find_label(names, label)
+            if index is None:
+                raise ValueError(f"channel {label!r} missing in {path.name} (has {names})")
+            fs = float(reader.getSampleFrequency(index))
+            if rates is not None:
+                rates.append(fs)
 
-        def read(start: int, count: int) -> np.ndarray:
-            try:
-                return reader.readSignal(index, start=start, n=count)
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"unreadable EDF {path.name}: channel {label!r}: {exc}") from exc
+            def read(start: int, count: int, index: int = index, label: str = label) -> np.ndarray:
+                try:
+                    return reader.readSignal(index, start=start, n=count)
+                except (OSError, ValueError) as exc:
+                    raise ValueError(f"unreadable EDF {path.name}: channel {label!r}: {exc}") from exc
 
+            channels.append(iter_resampled_blocks(read, int(reader.getNSamples()[index]), fs,
+                                                  fs if fs_out is None else fs_out, block_s))
         try:
-            x = resample_blocks(read, n, fs, fs if fs_out is None else fs_out, block_s)
+            yield from (channels[0] if len(channels) == 1 else mixed_pieces(channels))
         except AudioError as exc:
-            raise ValueError(f"{path.name}: channel {label!r}: {exc}") from exc
+            raise ValueError(f"{path.name}: channel {', '.join(repr(label) for label in labels)}: {exc}") from exc
     finally:
         reader.close()
-    return x, fs
+
+
+def mixed_pieces(channels: Sequence[Iterator[np.ndarray]]) -> Iterator[np.ndarray]:
+    """The mono mix (:func:`physiossl.data.audio.mix_channels`) of channels that arrive piece by piece (pieces of
+    any lengths), as consecutive pieces; it ends with the shortest channel, like mixing the channels cut to the
+    shortest one."""
+    buffers = [np.zeros(0, dtype=np.float32) for _ in channels]
+    while True:
+        for k, it in enumerate(channels):
+            while len(buffers[k]) == 0:
+                piece = next(it, None)
+                if piece is None:
+                    return
+                buffers[k] = np.asarray(piece, dtype=np.float32)
+        n = min(len(b) for b in buffers)
+        yield mix_channels([b[:n] for b in buffers])
+        buffers = [b[n:] for b in buffers]
 
 
 # --------------------------------------------------------------------------------------------- featurising
@@ -376,12 +430,14 @@ class EpochAccumulator:
     """Cut audio that arrives piece by piece into 30 s epochs of log-mel features; the same features as
     :func:`physiossl.data.audio.epoch_features` on the concatenated audio (every epoch is framed on its own)."""
 
-    def __init__(self, features: dict):
+    def __init__(self, features: dict, sink: Callable[[np.ndarray], None] | None = None):
         self.features = features
         self.epoch_samples = EPOCH_S * int(features["audio_fs"])
         self.carry = np.zeros(0, dtype=np.float32)
         self.parts: list[np.ndarray] = []
         self.samples = 0
+        self.sink = sink          # given: the features of each piece go there instead of being kept
+        self.n_epochs = 0
 
     def add(self, audio: np.ndarray) -> None:
         audio = np.asarray(audio, dtype=np.float32)
@@ -389,14 +445,57 @@ class EpochAccumulator:
         buf = np.concatenate([self.carry, audio]) if len(self.carry) else audio
         n = len(buf) // self.epoch_samples * self.epoch_samples
         if n:
-            self.parts.append(epoch_features(buf[:n], self.features))
+            feats = epoch_features(buf[:n], self.features)
+            self.n_epochs += len(feats)
+            if self.sink is not None:
+                self.sink(feats)
+            else:
+                self.parts.append(feats)
         self.carry = buf[n:].copy()
 
     def result(self) -> np.ndarray:
         """Features (E, n_mels, frames) of the complete epochs so far (the trailing partial epoch is dropped)."""
+        if self.sink is not None:
+            raise RuntimeError("the features went to the sink; an EpochAccumulator with a sink keeps none")
         if not self.parts:
             return epoch_features(np.zeros(0, dtype=np.float32), self.features)
         return np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
+
+
+SPILL_BLOCK_EPOCHS = 64    # epochs per block when a spilled night is copied into the store (one chunk; 18 MB at 48 mels)
+
+
+@dataclass
+class SpilledFeatures:
+    """A night's features (E, n_mels, frames) float32 in a scratch file, written part by part as the night is
+    featurised and read back in blocks of epochs: neither the worker that featurises a night nor the writer holds
+    a whole night (an 8-hour night at the published settings is 276 MB of float32 features)."""
+
+    path: Path
+    shape: tuple[int, int]
+    n_epochs: int = 0
+
+    def write(self, feats: np.ndarray) -> None:
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        with open(self.path, "ab") as fh:
+            fh.write(feats.tobytes())
+        self.n_epochs += len(feats)
+
+    def __len__(self) -> int:
+        return self.n_epochs
+
+    def blocks(self, epochs: int = SPILL_BLOCK_EPOCHS) -> Iterator[np.ndarray]:
+        size = self.shape[0] * self.shape[1]
+        with open(self.path, "rb") as fh:
+            for e0 in range(0, self.n_epochs, epochs):
+                k = min(epochs, self.n_epochs - e0)
+                block = np.fromfile(fh, dtype=np.float32, count=k * size)
+                if block.size != k * size:
+                    raise OSError(f"{self.path}: {block.size // size} of {k} epochs at epoch {e0} (truncated?)")
+                yield block.reshape(k, *self.shape)
+
+    def remove(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- nights
@@ -412,6 +511,7 @@ class NightTask:
     channels: list[str]
     features: dict
     error: str | None = None
+    scratch: Path | None = None    # folder for the night's spilled features (SpilledFeatures); None: kept in memory
 
 
 @dataclass
@@ -516,15 +616,26 @@ def _load_night(task: NightTask) -> NightResult:
                 return NightResult(task.night_id, error=f"channel {channel!r} at {fs:g} Hz in {info.path.name} "
                                                         f"but {rates[channel]:g} Hz in an earlier part")
     audio_fs = int(task.features["audio_fs"])
-    acc = EpochAccumulator(task.features)
-    for info in infos:
-        signals = [read_edf_channel(info.path, channel, audio_fs)[0] for channel in task.channels]
-        n = min(len(s) for s in signals)
-        acc.add(mix_channels([s[:n] for s in signals]))
-    feats = acc.result()
+    spill = None
+    if task.scratch is not None:
+        spill = SpilledFeatures(Path(task.scratch) / (re.sub(r"[^A-Za-z0-9_.-]", "_", task.night_id) + ".f32"),
+                                (int(task.features["n_mels"]), frames_per_epoch(task.features)))
+        spill.remove()
+    acc = EpochAccumulator(task.features, sink=spill.write if spill is not None else None)
+    try:
+        for info in infos:   # part by part, block by block: one block of a part at a time
+            for piece in iter_edf_mix(info.path, task.channels, audio_fs):
+                acc.add(piece)
+    except BaseException:
+        if spill is not None:
+            spill.remove()
+        raise
+    feats = spill if spill is not None else acc.result()
     n_epochs = len(feats)
     total = float(sum(info.duration_s for info in infos))
     if n_epochs == 0:
+        if spill is not None:
+            spill.remove()
         return NightResult(task.night_id, error=f"shorter than one {EPOCH_S} s epoch ({total:g} s)")
     stages, misaligned = stage_epochs(scoring.stage_changes, n_epochs)
     events = event_seconds(scoring.events, n_epochs)
@@ -588,8 +699,15 @@ def write_nights(tasks: list[NightTask], load: Callable[[NightTask], NightResult
                 log.warning("%s: quarantined night %s: %s", dataset, result.night_id, result.error)
                 quarantine.append((result.night_id, result.error))
                 continue
-            writer.add_night(result.night_id, result.features, result.stages if labeled else None, labeled,
-                             result.events)
+            if isinstance(result.features, SpilledFeatures):    # streamed from its scratch file, block by block
+                try:
+                    writer.add_night_blocks(result.night_id, result.features.blocks(), len(result.features),
+                                            result.stages if labeled else None, labeled, result.events)
+                finally:
+                    result.features.remove()
+            else:
+                writer.add_night(result.night_id, result.features, result.stages if labeled else None, labeled,
+                                 result.events)
             nights[result.night_id] = result.provenance
         settle_quarantine(raw_dir, out, quarantine, len(tasks), max_quarantine_fraction, unit="nights")
         writer.finish({**provenance, "nights": nights, "quarantined": len(quarantine)})
@@ -617,75 +735,93 @@ def convert(raw_dir: Path, out: Path, *, features: dict, channels: list[str] | N
                   "event_types": list(EVENT_TYPES)}
     if (raw_dir / SUMS_FILE).is_file():
         provenance["manifest_sha256"] = sha256_file(raw_dir / SUMS_FILE)
-    return write_nights(tasks, load_night, raw_dir, out, dataset=NAME, features=features, channels=channels,
-                        source_version=SOURCE_VERSION, events=EVENT_TYPES, labeled=True, provenance=provenance,
-                        max_quarantine_fraction=max_quarantine_fraction, workers=workers, progress=progress)
+    if (raw_dir / hosts.MANIFEST).is_file():     # what Science Data Bank published for the downloaded files
+        provenance["host_manifest_sha256"] = sha256_file(raw_dir / hosts.MANIFEST)
+    import tempfile
+    from dataclasses import replace
+
+    # each night's features are spilled to a scratch folder beside the store and streamed into it, so the memory
+    # of a conversion does not grow with the length of a night
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.nights-", dir=out.parent) as scratch:
+        tasks = [replace(task, scratch=Path(scratch)) for task in tasks]
+        return write_nights(tasks, load_night, raw_dir, out, dataset=NAME, features=features, channels=channels,
+                            source_version=SOURCE_VERSION, events=EVENT_TYPES, labeled=True, provenance=provenance,
+                            max_quarantine_fraction=max_quarantine_fraction, workers=workers, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------- download
-def _read_manifest(path: Path) -> list[tuple[str, str]]:
-    entries = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = re.match(r"^([0-9a-fA-F]{64})\s+\*?(.+?)\s*$", stripped)
-        if not match:
-            raise DownloadError(f"{path}:{lineno}: malformed checksum line {line!r}")
-        rel = match.group(2)
-        parts = PurePosixPath(rel).parts
-        if rel.startswith("/") or "\\" in rel or ".." in parts or not parts or ":" in parts[0]:
-            raise DownloadError(f"{path}:{lineno}: refusing path {rel!r} outside the tree")
-        entries.append((match.group(1).lower(), rel))
-    if not entries:
-        raise DownloadError(f"{path}: lists no files")
-    return entries
+def download(out_dir: Path, url: str = URL, progress: bool = True, *, api: str = hosts.SCIDB_API,
+             dataset_id: str | None = None, version: str = VERSION, nights: str | int | Sequence[str] = "all",
+             verify: bool = True) -> Path:
+    """Fetch nights of PSG-Audio from Science Data Bank and install them as ``out_dir`` (atomically).
 
-
-def download(out_dir: Path, url: str = URL, progress: bool = True, sums_file: str = SUMS_FILE) -> Path:
-    """Fetch a PSG-Audio tree from ``url``, a base URL serving ``SHA256SUMS.txt`` and the files it lists (paths
-    relative to ``url``, in the tree layout), and install it atomically as ``out_dir``.
-
-    Files are downloaded into ``out_dir.parent/.downloads/psg_audio`` with
-    :func:`physiossl.data.fetch.download_file` (resumable, each checked against its manifest SHA-256; a rerun
-    skips files already complete and resumes a partial one), then hard-linked (or copied) into a staging
-    directory that replaces ``out_dir`` only when every file is in. Any failure raises
+    The dataset id is ``dataset_id``, or is read from the landing page that ``url`` (the DOI) leads to. The
+    version's Croissant export (:func:`physiossl.data.hosts.scidb_files`, from ``api``) lists every file with its
+    size and MD5; of the nights that have EDF parts (``APNEA_EDF/<id>/``) and a scoring (``APNEA_RML/<id>.rml``),
+    ``nights`` selects ``"all"``, the first N (sorted by id) or the listed ids (the full release is hundreds of
+    GB). Each file is downloaded resumably into ``out_dir.parent/.downloads/psg_audio`` and checked against its
+    listed size and MD5 (``verify=False`` skips that; HTML pages answered in place of a file are always refused),
+    then hard-linked (or copied) into a staging directory that replaces ``out_dir`` only when every file is in;
+    the export is saved as ``HOST_MANIFEST.json``. Failures raise
     :class:`~physiossl.data.fetch.DownloadError` naming the file.
     """
     out_dir = Path(out_dir)
-    base = url.rstrip("/")
-    if base == URL.rstrip("/"):
-        raise DownloadError(
-            f"{URL} is the PSG-Audio landing page (Science Data Bank), which serves no {sums_file} manifest. "
-            f"Mirror the release (APNEA_EDF/<id>/<id>[NNN].edf, APNEA_RML/<id>.rml) to a location that also "
-            f"serves a {sums_file} (lines '<sha256>  <relative path>') and pass its base URL as url= "
-            f"(`physiossl download psg_audio --url ...`), or use the demo.")
+    dataset_id = str(dataset_id) if dataset_id else hosts.scidb_dataset_id(url)
+    listed, answer = hosts.scidb_files(dataset_id, version, api)
+    chosen = select_nights(listed, nights, f"Science Data Bank dataset {dataset_id} {hosts.scidb_version(version)}")
     cache = out_dir.parent / ".downloads" / NAME
-    cache.mkdir(parents=True, exist_ok=True)
-    manifest = cache / sums_file
-    manifest.unlink(missing_ok=True)          # always the mirror's current manifest
-    download_file(f"{base}/{quote(sums_file)}", manifest, progress=False)
-    entries = _read_manifest(manifest)
-    if not any(rel.startswith(f"{EDF_DIR}/") for _, rel in entries) or \
-            not any(rel.startswith(f"{RML_DIR}") for _, rel in entries):
-        raise DownloadError(f"{base}/{sums_file}: lists no {EDF_DIR}/ or no {RML_DIR}/ files; "
-                            f"is {base} a PSG-Audio mirror?")
-    for sha, rel in tqdm(entries, desc="psg_audio files", unit="file", disable=not progress):
-        download_file(f"{base}/{quote(rel)}", cache / rel, expected_sha256=sha, progress=progress)
+    fetched = hosts.fetch_files(chosen, cache, verify=verify, progress=progress)
     copied = False
     with atomic_dir(out_dir) as tmp:
-        for _, rel in entries + [("", sums_file)]:
+        for rel, path in fetched.items():
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.link(cache / rel, dest)
+                os.link(path, dest)
             except OSError:
-                shutil.copyfile(cache / rel, dest)
+                shutil.copyfile(path, dest)
                 copied = True
+        hosts.write_manifest(tmp, "scidb", url, chosen, answer)
     if copied:
         shutil.rmtree(cache, ignore_errors=True)   # the files were copied: do not keep a second copy
-    log.info("installed %s (%d files) from %s", out_dir, len(entries), base)
+    log.info("installed %s (%d files) from Science Data Bank dataset %s", out_dir, len(chosen), dataset_id)
     return out_dir
+
+
+def select_nights(files: list[hosts.HostFile], nights: str | int | Sequence[str], where: str) -> list[hosts.HostFile]:
+    """The EDF parts and scoring files of the selected nights: ``"all"``, the first N or a list of ids, among the
+    nights that have both; nights with only one of them are left out with a warning naming them."""
+    edf: dict[str, list[hosts.HostFile]] = {}
+    rml: dict[str, hosts.HostFile] = {}
+    for f in files:
+        parts = PurePosixPath(f.path).parts
+        if len(parts) == 3 and parts[0] == EDF_DIR and parts[2].lower().endswith(".edf"):
+            edf.setdefault(parts[1], []).append(f)
+        elif len(parts) == 2 and parts[0] == RML_DIR and parts[1].lower().endswith(".rml"):
+            rml[parts[1][:-4]] = f
+    complete = sorted(set(edf) & set(rml))
+    incomplete = sorted(set(edf) ^ set(rml))
+    if incomplete:
+        log.warning("%s: %d night(s) lack EDF parts or a scoring and are not downloaded: %s", where, len(incomplete),
+                    ", ".join(incomplete[:10]))
+    if not complete:
+        raise DownloadError(f"{where}: no night has both {EDF_DIR}/<id>/*.edf and {RML_DIR}/<id>.rml")
+    if nights == "all":
+        selected = complete
+    elif isinstance(nights, int) and not isinstance(nights, bool):
+        if nights < 1:
+            raise DownloadError(f"{where}: download.nights must be 'all', a positive count or a list of ids")
+        selected = complete[:nights]
+    elif isinstance(nights, (list, tuple)):
+        missing = [n for n in nights if n not in complete]
+        if missing:
+            raise DownloadError(f"{where} has no complete night {', '.join(map(str, missing))} "
+                                f"(it has {len(complete)}, e.g. {', '.join(complete[:3])})")
+        selected = list(dict.fromkeys(nights))
+    else:
+        raise DownloadError(f"{where}: download.nights must be 'all', a positive count or a list of ids, got {nights!r}")
+    return [f for night in selected for f in sorted(edf[night], key=lambda f: f.path)] + [rml[n] for n in selected]
 
 
 # --------------------------------------------------------------------------------------------- demo
@@ -727,12 +863,14 @@ def _rml_xml(start: datetime, segments: Sequence[float], stages: np.ndarray,
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
 
 
-def _write_edf_part(path: Path, start: datetime, mic: np.ndarray, tracheal: np.ndarray, flow: np.ndarray,
-                    seconds: int) -> None:
+def _write_edf_part(path: Path, start: datetime, blocks: Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
+                    mic_fs: int = DEMO_FS, tracheal_fs: int = DEMO_TRACHEAL_FS) -> None:
+    """An EDF+ part written block by block: ``blocks`` yields (seconds, mic, tracheal, flow) of consecutive whole
+    seconds (1 s data records, so any blocking writes the same file)."""
     import pyedflib
 
     headers = []
-    for label, fs, dim, lim in (("Mic", DEMO_FS, "", 1.0), ("Tracheal", DEMO_TRACHEAL_FS, "", 1.0),
+    for label, fs, dim, lim in (("Mic", mic_fs, "", 1.0), ("Tracheal", tracheal_fs, "", 1.0),
                                 (DEMO_FLOW_LABEL, DEMO_FLOW_FS, "", 4.0)):
         headers.append({"label": label, "dimension": dim, "sample_frequency": fs, "physical_min": -lim,
                         "physical_max": lim, "digital_min": -32768, "digital_max": 32767, "transducer": "",
@@ -742,12 +880,13 @@ def _write_edf_part(path: Path, start: datetime, mic: np.ndarray, tracheal: np.n
         writer.setSignalHeaders(headers)
         writer.setStartdatetime(start)
         writer.setEquipment("physiossl_demo")
-        data = []
-        for x, h in zip((mic, tracheal, flow), headers):
-            lim = h["physical_max"]
-            digital = np.round(np.clip(x[:seconds * h["sample_frequency"]], -lim, lim) / lim * 32767.0)
-            data.append(np.ascontiguousarray(digital.astype(np.int32)))
-        writer.writeSamples(data, digital=True)
+        for seconds, mic, tracheal, flow in blocks:
+            data = []
+            for x, h in zip((mic, tracheal, flow), headers):
+                lim = h["physical_max"]
+                digital = np.round(np.clip(x[:seconds * h["sample_frequency"]], -lim, lim) / lim * 32767.0)
+                data.append(np.ascontiguousarray(digital.astype(np.int32)))
+            writer.writeSamples(data, digital=True)
     finally:
         writer.close()
 
@@ -768,26 +907,73 @@ class _Take:
         self.buffer = {k: v[n:] for k, v in self.buffer.items()}
         return out
 
+    def peek(self, n: int) -> dict[str, np.ndarray]:
+        """The next ``n`` samples per stream (fewer at the end), left in place for the next :meth:`take`."""
+        out = self.take(n)
+        self.buffer = {k: np.concatenate([out[k], v]) for k, v in self.buffer.items()} if self.buffer else out
+        return out
+
+
+DEMO_BLOCK_S = 600   # the demo renders and writes a part in blocks of this many seconds (a part up to it at once)
+
+
+def _part_blocks(audio: _Take, seconds: int, mic_fs: int, tracheal_fs: int,
+                 block_s: int = DEMO_BLOCK_S) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(seconds, mic, tracheal) of one part in blocks of at most ``block_s`` whole seconds, the tracheal take
+    resampled from ``mic_fs`` to ``tracheal_fs``. A part of at most ``block_s`` is one block (resampled at once);
+    in a longer part the tracheal blocks are resampled with a margin of the neighbouring samples of the same part
+    on each side (wider than the polyphase filter, as :func:`resample_blocks`), so the blocks join seamlessly and
+    at most ``block_s`` (plus the margins) of 48 kHz audio is held."""
+    if seconds <= block_s:
+        chunk = audio.take(seconds * mic_fs)
+        yield seconds, chunk["mic"], resample_audio(chunk["tracheal"], mic_fs, tracheal_fs)
+        return
+    ratio = _ratio(mic_fs, tracheal_fs)
+    up, down = ratio.numerator, ratio.denominator
+    reach = max(2 * (10 * max(up, down) // up + 1), int(mic_fs))
+    margin = down * -(-reach // down) if mic_fs != tracheal_fs else 0
+    history = np.zeros(0, dtype=np.float32)
+    for offset in range(0, seconds, block_s):
+        n = min(block_s, seconds - offset)
+        chunk = audio.take(n * mic_fs)
+        tracheal = chunk["tracheal"]
+        if margin:
+            after = min(margin, (seconds - offset - n) * mic_fs)          # never beyond the part
+            ahead = audio.peek(after)["tracheal"] if after else np.zeros(0, np.float32)
+            y = resample_audio(np.concatenate([history, tracheal, ahead]), mic_fs, tracheal_fs)
+            skip = len(history) * up // down
+            tracheal_out = y[skip:skip + n * tracheal_fs]
+            history = np.concatenate([history, tracheal])[-margin:]
+        else:
+            tracheal_out = resample_audio(tracheal, mic_fs, tracheal_fs)
+        yield n, chunk["mic"], tracheal_out
+
 
 def demo_night(path_root: Path, night_id: str, rng: np.random.Generator, duration_s: int, part_s: int,
-               start: datetime) -> np.ndarray:
+               start: datetime, mic_fs: int = DEMO_FS, tracheal_fs: int = DEMO_TRACHEAL_FS) -> np.ndarray:
     """Write one demo night (EDF+ parts and RML) under ``path_root``; returns its hypnogram (one stage per
-    started 30 s epoch)."""
+    started 30 s epoch). Parts are rendered and written one at a time, each in blocks (:func:`_part_blocks`), so
+    the memory does not grow with the night or the part."""
     n_epochs = -(-duration_s // EPOCH_S)
     stages = synth_hypnogram(n_epochs, rng)
     subject = synth_subject(rng)
     plan = plan_breaths(stages, rng, subject)
-    audio = _Take(render_breathing(plan, DEMO_FS, rng, subject, {"mic": MIC_MIX, "tracheal": TRACHEAL_MIX}))
-    flow = airflow(plan, DEMO_FLOW_FS, subject)
+    audio = _Take(render_breathing(plan, mic_fs, rng, subject, {"mic": MIC_MIX, "tracheal": TRACHEAL_MIX}))
     edf_dir = path_root / EDF_DIR / night_id
     edf_dir.mkdir(parents=True)
     segments = []
     for k, offset in enumerate(range(0, duration_s, part_s), start=1):
         seconds = min(part_s, duration_s - offset)
-        chunk = audio.take(seconds * DEMO_FS)
-        tracheal = resample_audio(chunk["tracheal"], DEMO_FS, DEMO_TRACHEAL_FS)
-        _write_edf_part(edf_dir / f"{night_id}[{k:03d}].edf", start + timedelta(seconds=offset), chunk["mic"],
-                        tracheal, flow[offset * DEMO_FLOW_FS:(offset + seconds) * DEMO_FLOW_FS], seconds)
+
+        def blocks(offset: int = offset, seconds: int = seconds):
+            at = offset
+            for n, mic, tracheal in _part_blocks(audio, seconds, mic_fs, tracheal_fs):
+                flow = airflow(plan, DEMO_FLOW_FS, subject, at * DEMO_FLOW_FS, (at + n) * DEMO_FLOW_FS)
+                yield n, mic, tracheal, flow
+                at += n
+
+        _write_edf_part(edf_dir / f"{night_id}[{k:03d}].edf", start + timedelta(seconds=offset), blocks(),
+                        mic_fs, tracheal_fs)
         segments.append(float(seconds))
     awakenings = [e * EPOCH_S for e in range(1, n_epochs)
                   if stages[e] == 0 and stages[e - 1] > 0 and e * EPOCH_S < duration_s]
@@ -798,12 +984,13 @@ def demo_night(path_root: Path, night_id: str, rng: np.random.Generator, duratio
 
 
 def demo(out_dir: Path, n_records: int = 20, seed: int = 0, *, minutes: tuple[float, float] | float = (30, 45),
-         part_minutes: float = 10) -> Path:
+         part_minutes: float = 10, mic_fs: int = DEMO_FS, tracheal_fs: int = DEMO_TRACHEAL_FS) -> Path:
     """Write a PSG-Audio-format tree of ``n_records`` synthetic nights (seeded): EDF+ parts of ``part_minutes``
-    (the last one shorter) with ``Mic`` (4 kHz), ``Tracheal`` (2 kHz, a louder, darker take of the same
-    breathing) and ``Flow Patient`` (100 Hz), and an RML per night with segments, user staging (the hypnogram's
-    change points) and Respiratory/Nasal events (apnoeas, hypopnoeas, snore runs) plus Neuro arousals. Nights
-    last ``minutes`` (uniform, whole seconds)."""
+    (the last one shorter) with ``Mic`` (``mic_fs``, default 4 kHz; the release: 48 kHz), ``Tracheal``
+    (``tracheal_fs``, default 2 kHz; a louder, darker take of the same breathing) and ``Flow Patient`` (100 Hz),
+    and an RML per night with segments, user staging (the hypnogram's change points) and Respiratory/Nasal events
+    (apnoeas, hypopnoeas, snore runs) plus Neuro arousals. Nights last ``minutes`` (uniform, whole seconds).
+    Real-size trees (8-hour nights of one-hour parts at 48 kHz) are written part by part and block by block."""
     rng = np.random.default_rng(seed)
     part_s = max(1, int(round(part_minutes * 60)))
     lo, hi = (float(minutes), float(minutes)) if np.isscalar(minutes) else (float(minutes[0]), float(minutes[1]))
@@ -814,5 +1001,5 @@ def demo(out_dir: Path, n_records: int = 20, seed: int = 0, *, minutes: tuple[fl
             night_id = f"{995 + 131 * k:08d}-{100507 + k:06d}"
             duration = int(rng.integers(int(lo * 60), int(hi * 60) + 1))
             night_start = start + timedelta(days=k, minutes=int(rng.integers(0, 90)))
-            demo_night(tmp, night_id, rng, duration, part_s, night_start)
+            demo_night(tmp, night_id, rng, duration, part_s, night_start, int(mic_fs), int(tracheal_fs))
     return Path(out_dir)
