@@ -13,7 +13,8 @@ Layout (a public format; DESIGN.md). E epochs of 30 s from ``n_nights`` nights, 
   8-hour night at the published settings: 960 × 48 × 1499 values, 138 MB instead of 276 MB); it keeps
   about 3 significant digits, i.e. an error below 0.03 dB for values within ±64 dB, far below the
   variation of the features. The loading layer hands out float32. Chunks of 64 epochs (the unit of a
-  block read), shards of 1024 epochs (one file each), so a store has few files.
+  block read), shards of 256 epochs (one file each: about four per 8-hour night), so a store has few files
+  and the writer, which holds one shard and encodes it when it is full, needs little memory (docs/sizing.md).
 - ``epochs/night`` int32 (E,): the night of each epoch (index into ``nights/*``); ``epochs/index`` int32
   (E,): the position of the epoch in its night, from 0.
 - ``nights/offsets`` int64 (n_nights + 1,): night k holds epochs ``offsets[k]:offsets[k + 1]``;
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 SLEEP_SCHEMA = "physiossl.sleep/1"
 EPOCH_S = 30
 CHUNK_EPOCHS = 64       # epochs per chunk: the unit of a block read
-SHARD_EPOCHS = 1024     # epochs per shard file: the unit of a write
+SHARD_EPOCHS = 256      # epochs per shard file: the unit of a write (37 MB of features at the published settings)
 FEATURE_DTYPE = np.float16
 _F16_MAX = float(np.finfo(np.float16).max)
 
