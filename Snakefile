@@ -4,7 +4,7 @@
 #   snakemake --cores all                                   # the offline demo (config/config.yaml)
 #   snakemake --cores all --configfile config/paper_ecg.yaml
 #   snakemake --cores all --configfile config/demo_sleep.yaml           # the sleep-staging demo
-#   snakemake --profile workflow/profiles/slurm --configfile config/paper_ecg.yaml
+#   snakemake --profile slurm --configfile config/paper_ecg.yaml            # on a Slurm cluster (profiles/slurm)
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -32,6 +32,13 @@ validate_config(config, CONFIGFILE)
 
 DATA = config["paths"]["data"]
 RESULTS = config["paths"]["results"]
+
+# every job writes its output to its log: file; progress bars there refresh at most once a minute (jobs inherit
+# the environment, on a cluster too)
+os.environ.setdefault("TQDM_MININTERVAL", "60")
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

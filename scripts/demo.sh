@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-snakemake --workflow-profile workflow/profiles/default "$@"
+snakemake "$@"
 
 config=config/config.yaml
 dry_run=false

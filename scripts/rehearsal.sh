@@ -18,4 +18,4 @@ targets=(
     "$data/stores/code15_100hz.zarr" "$data/stores/psg_audio_sleep.zarr"
     "$results/pretrain/simclr/encoder.pt"
 )
-snakemake --workflow-profile workflow/profiles/default --cores 2 "$@" --configfile "$config" -- "${targets[@]}"
+snakemake --cores 2 "$@" --configfile "$config" -- "${targets[@]}"

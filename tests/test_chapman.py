@@ -377,6 +377,29 @@ def test_missing_diagnostics_column(demo_copy, tmp_path):
         chapman.convert(demo_copy, tmp_path / "x.zarr", fs=100, progress=False)
 
 
+def _write_sheets(path: Path, sheets: dict[str, pd.DataFrame]) -> None:
+    with pd.ExcelWriter(path) as writer:
+        for name, table in sheets.items():
+            table.to_excel(writer, sheet_name=name, index=False)
+
+
+def test_diagnostics_sheet_is_chosen_by_its_columns_not_its_position(demo_copy, tmp_path):
+    path = demo_copy / "Diagnostics.xlsx"
+    diag = pd.read_excel(path)
+    _write_sheets(path, {"Notes": pd.DataFrame({"note": ["exported from the hospital system"]}), "Sheet1": diag})
+    chapman.convert(demo_copy, tmp_path / "x.zarr", fs=100, progress=False)
+    assert open_store(tmp_path / "x.zarr").attrs["n_records"] == len(diag)
+
+
+def test_a_filtered_copy_of_the_diagnostics_sheet_is_refused(demo_copy, tmp_path):
+    path = demo_copy / "Diagnostics.xlsx"
+    diag = pd.read_excel(path)
+    _write_sheets(path, {"AFIB only": diag[diag.Rhythm == "AFIB"], "Sheet1": diag})
+    with pytest.raises(ConversionError, match=r"Diagnostics.xlsx: 2 sheets \('AFIB only', 'Sheet1'\), 2 of them with "
+                                              r"the expected columns"):
+        chapman.convert(demo_copy, tmp_path / "x.zarr", fs=100, progress=False)
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_convert(real_tree, tmp_path, capsys):
     assert_cli_converts(capsys, "chapman", real_tree, tmp_path / "cli.zarr", 1, "--fs", "100")

@@ -112,3 +112,84 @@ def test_unknown_source_is_named(config):
     config["datasets"]["ptbxl"]["source"] = "ptb_xl"
     with pytest.raises(ConfigError, match=r"datasets\.ptbxl\.source.*unknown source 'ptb_xl'.*ptbxl"):
         validate_config(config)
+
+
+def test_a_logger_without_its_package_is_named(config, monkeypatch):
+    import physiossl.config as cfg
+
+    monkeypatch.setattr(cfg, "find_spec", lambda name: None)
+    config["pretrain"]["trainer"]["logger"] = "tensorboard"
+    with pytest.raises(ConfigError, match=r"config key 'pretrain\.trainer\.logger': logger 'tensorboard' needs the "
+                                          r"Python package tensorboard or tensorboardX, which is not installed"):
+        validate_config(config)
+    config["pretrain"]["trainer"]["logger"] = "csv"
+    assert validate_config(config)
+    config["pretrain"]["trainer"]["logger"] = "wandb"
+    with pytest.raises(ConfigError, match=r"pretrain\.trainer\.logger.*'wandb' is not one of"):
+        validate_config(config)
+    sleep = yaml.safe_load((REPO / "config" / "demo_sleep.yaml").read_text())
+    sleep["sleep"]["train"]["logger"] = "dvclive"
+    with pytest.raises(ConfigError, match=r"config key 'sleep\.train\.logger': logger 'dvclive' needs the Python "
+                                          r"package dvclive"):
+        validate_config(sleep)
+
+
+def test_an_installed_logger_is_found_without_importing_it(config, monkeypatch):
+    import sys
+
+    import physiossl.config as cfg
+
+    looked_up = []
+    monkeypatch.setattr(cfg, "find_spec", lambda name: looked_up.append(name) or object())
+    config["pretrain"]["trainer"]["logger"] = "mlflow"
+    assert validate_config(config)
+    assert looked_up == ["mlflow"] and "mlflow" not in sys.modules
+    view = stage_view(config, "evaluate", protocol="linear", subset="all")
+    assert view["pretrain"]["trainer"] == {"accelerator": "auto", "precision": "32-true", "logger": "mlflow"}
+
+
+def _device_problem(config: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    return str(info.value)
+
+
+def test_requested_gpus_are_the_trainers_devices(config):
+    trainer, resources = config["pretrain"]["trainer"], config["resources"]
+    trainer.update(accelerator="gpu", devices=2)
+    resources["pretrain"]["gpu"], resources["evaluate"]["gpu"] = 1, 1
+    message = _device_problem(config)
+    assert "config key 'resources.pretrain.gpu': requests 1 GPU(s) but 'pretrain.trainer.devices' is 2" in message
+    assert "resources.evaluate" not in message
+    resources["pretrain"]["gpu"] = 2
+    assert validate_config(config)
+    resources["evaluate"]["gpu"] = 0
+    assert ("config key 'resources.evaluate.gpu': requests no GPU but 'pretrain.trainer.accelerator' is 'gpu'"
+            in _device_problem(config))
+    resources["evaluate"]["gpu"] = 2
+    assert ("config key 'resources.evaluate.gpu': requests 2 GPU(s) but the stage trains on one device"
+            in _device_problem(config))
+    resources["evaluate"]["gpu"] = 1
+    trainer["devices"] = "auto"                  # all the GPUs the job gets
+    assert validate_config(config)
+    trainer.update(accelerator="auto", devices=1)
+    assert "config key 'resources.pretrain.gpu': requests 2 GPU(s) but 'pretrain.trainer.devices' is 1" in (
+        _device_problem(config))
+    resources["pretrain"]["gpu"], resources["evaluate"]["gpu"] = 0, 0   # auto on a CPU job
+    assert validate_config(config)
+    trainer["accelerator"] = "cpu"
+    resources["evaluate"]["gpu"] = 1
+    assert ("config key 'resources.evaluate.gpu': requests 1 GPU(s) but 'pretrain.trainer.accelerator' is 'cpu', "
+            "which uses none" in _device_problem(config))
+
+
+def test_sleep_training_requests_the_gpu_it_trains_on():
+    config = yaml.safe_load((REPO / "config" / "demo_sleep.yaml").read_text())
+    config["sleep"]["train"]["accelerator"] = "gpu"
+    assert ("config key 'resources.sleep.gpu': requests no GPU but 'sleep.train.accelerator' is 'gpu'"
+            in _device_problem(config))
+    config["resources"]["sleep"]["gpu"] = 2
+    assert "config key 'resources.sleep.gpu': requests 2 GPU(s) but the stage trains on one device" in (
+        _device_problem(config))
+    config["resources"]["sleep"]["gpu"] = 1
+    assert validate_config(config)

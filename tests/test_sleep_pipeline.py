@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from physiossl.data.files import write_manifest
 from physiossl.config import ConfigError, sleep_runs, stage_keys, validate_config
 from physiossl.stages.sleep import labeled_nights, split_nights
 
@@ -214,6 +215,7 @@ def test_hidden_labels_never_reach_training(tiny_stores, tmp_path):
         stages[offsets[k]:offsets[k + 1]] = (stages[offsets[k]:offsets[k + 1]] + 2) % 5
     assert (stages != root["labels/stage"][:]).any()
     zarr.open_group(scrambled["psg"], mode="r+")["labels/stage"][:] = stages
+    write_manifest(scrambled["psg"])
     other = _train(config, "both", "in", scrambled, tmp_path / "b" / "both.json")
     for key in ("test", "val", "best_epoch", "epochs"):
         assert other[key] == reference[key], key
@@ -257,7 +259,7 @@ def test_unknown_variant_and_mismatched_pool_are_refused(tmp_path):
 def test_sleep_demo_grid_runs_through_snakemake_and_dvc_export(tmp_path):
     from test_workflow import make_project, planned_jobs, snakemake
 
-    from physiossl.dvc_export import export_dvc_yaml
+    from physiossl.dvc_export import export_document, resolve
 
     project = make_project(tmp_path, "sleep", tiny_sleep_config())
     assert planned_jobs(project) == {"demo_data": 2, "convert_sleep": 2, "train_sleep": 3, "sleep_report": 1, "all": 1}
@@ -282,19 +284,20 @@ def test_sleep_demo_grid_runs_through_snakemake_and_dvc_export(tmp_path):
     config["sleep"]["grid"].pop("seeds")
     (project / "config" / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    dvc = yaml.safe_load(export_dvc_yaml(project / "config" / "tiny.yaml", project / "Snakefile"))
-    stage = dvc["stages"]["train_sleep-0.5-ood-0-both"]
+    document, names = export_document(project / "config" / "tiny.yaml", project / "Snakefile")
+    stages = resolve(document)
+    stage = stages[names["train_sleep-0.5-ood-0-both"]]
     assert "--unlabeled data/tiny/stores/home_sleep.zarr" in stage["cmd"] and "--seed 0" in stage["cmd"]
     params = stage["params"][0]["config/tiny.yaml"]
     assert {"sleep.unlabeled", "sleep.losses.sequential_consistency", "sleep.losses.semi_supervised_contrastive"} <= set(params)
     assert "sleep.losses.ccssl" not in params and "sleep.features" not in params
-    assert "sleep.features" in dvc["stages"]["convert_sleep-home"]["params"][0]["config/tiny.yaml"]
-    assert dvc["stages"]["sleep_report"]["metrics"] == [{"results/tiny/report/sleep_metrics.json": {"cache": False}}]
-    assert "results/tiny/report/hypnogram.png" in dvc["plots"]
+    assert "sleep.features" in stages[names["convert_sleep-home"]]["params"][0]["config/tiny.yaml"]
+    assert stages["sleep_report"]["metrics"] == ["results/tiny/report/sleep_metrics.json"]
+    assert "results/tiny/report/hypnogram.png" in stages["sleep_report"]["plots"]
     # no ECG code among the sleep stages' dependencies and no sleep code among the ECG ones
     assert not any("xresnet1d" in d for d in stage["deps"])
     assert "src/physiossl/report/sleep.py" not in stage["deps"]
-    assert "src/physiossl/report/sleep.py" in dvc["stages"]["sleep_report"]["deps"]
+    assert "src/physiossl/report/sleep.py" in stages["sleep_report"]["deps"]
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import torch
 import zarr
 from torch.utils.data import DataLoader
 
+from physiossl.data.files import write_manifest
 from physiossl.data.audio import (
     FEATURE_KEYS,
     AudioError,
@@ -328,11 +329,13 @@ def test_writer_accepts_a_stores_feature_attr(store, tmp_path):
 # --------------------------------------------------------------------------------------------- validation
 def _edit_attrs(path, **changes):
     zarr.open_group(str(path), mode="r+").attrs.update(changes)
+    write_manifest(path)  # as if the store had been written so: the contract check refuses it
 
 
 def _rewrite(path, key, values):
     arr = zarr.open_group(str(path), mode="r+")[key]
     arr[:] = values
+    write_manifest(path)
 
 
 @pytest.mark.parametrize("edit, problem", [

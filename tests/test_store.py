@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import numpy as np
 import pytest
 import zarr
 
+from physiossl.cli import main
+from physiossl.data.files import write_manifest
 from physiossl.data.store import (
     ECG_SCHEMA,
     LEADS,
@@ -77,6 +81,78 @@ def test_open_store_accepts_valid(small_store):
     assert root.attrs["n_records"] == 3
 
 
+def _shard(path: Path) -> Path:
+    shards = sorted((path / "signals").rglob("c/*/*/*"))
+    assert shards, sorted(p.relative_to(path).as_posix() for p in path.rglob("*"))
+    return shards[0]
+
+
+def test_open_store_names_a_missing_or_truncated_file(small_store):
+    path, _ = small_store
+    (path / ".snakemake_timestamp").write_text("")  # a file the manifest does not list is no problem
+    open_store(path)
+    shard = _shard(path)
+    name = shard.relative_to(path).as_posix()
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match=rf"{re.escape(name)} has {len(data) // 2:,} bytes, the manifest {len(data):,}"):
+        open_store(path)
+    shard.unlink()
+    with pytest.raises(StoreError, match=rf"{re.escape(str(path))}: {re.escape(name)} is missing") as info:
+        open_store(path)
+    assert "rerun its conversion" in str(info.value)
+    (path / "physiossl_manifest.json").unlink()
+    with pytest.raises(StoreError, match="physiossl_manifest.json is missing"):
+        open_store(path)
+
+
+def test_verify_store_checks_the_content_of_every_file(small_store, capsys):
+    path, _ = small_store
+    assert main(["verify-store", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["verified"][str(path)] > 3
+    shard = _shard(path)
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the hashes see it
+    shard.write_bytes(bytes(data))
+    open_store(path)
+    assert main(["verify-store", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{shard.relative_to(path).as_posix()} differs from the manifest (SHA-256)" in err and str(path) in err
+
+
+def test_the_store_keeps_its_quarantine_list_and_verify_store_pairs_them(tmp_path, capsys):
+    path = tmp_path / "stores" / "toy.zarr"
+    published = quarantine_path(path)
+    write_quarantine(published, [("r9", "truncated .dat")])  # as a conversion does before it finishes its store
+    write_small_store(path)
+    assert main(["verify-store", str(path)]) == 0
+    assert (path / "quarantine.csv").read_bytes() == published.read_bytes()
+    published.write_text("record,reason\nsomething,from another run\n")  # a list left by another conversion
+    assert main(["verify-store", str(path)]) == 1
+    assert f"{published} is not the quarantine list of {path}" in capsys.readouterr().err
+
+
+def test_a_new_write_removes_what_killed_writers_of_this_host_left(tmp_path):
+    import socket
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid belongs to no process now, as a writer's killed with kill -9
+    path = tmp_path / "stores" / "toy.zarr"
+    path.parent.mkdir(parents=True)
+    host = socket.gethostname()
+    left = [path.parent / f".toy.zarr.tmp-{host}-{dead.pid}", path.parent / f".toy.zarr.tmp-{dead.pid}",
+            path.parent / f".toy.zarr.old-{host}-{dead.pid}"]
+    for folder in left:
+        (folder / "signals").mkdir(parents=True)
+    elsewhere = path.parent / f".toy.zarr.tmp-another-node-{dead.pid}"  # a process this host cannot check
+    elsewhere.mkdir()
+    other_output = path.parent / f".other.zarr.tmp-{host}-{dead.pid}"
+    other_output.mkdir()
+    write_small_store(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        [path.name, elsewhere.name, other_output.name]), list(path.parent.iterdir())
+
+
 def _relabel(attrs):
     sets = dict(attrs["label_sets"])
     sets["rhythm"] = ["AFIB", "SR", "SBRAD"]
@@ -94,6 +170,7 @@ def test_open_store_rejects_edited_attrs(small_store, edit, problem):
     path, _ = small_store
     open_store(path)  # valid before the edit
     edit(zarr.open_group(str(path), mode="r+").attrs)
+    write_manifest(path)  # as if the store had been written so: the contract check, not the files check, refuses it
     with pytest.raises(StoreError, match=problem) as info:
         open_store(path)
     assert str(path) in str(info.value)

@@ -1,5 +1,6 @@
-"""The DAG end to end: Snakemake and the exported dvc.yaml give the same results, and a change reruns
-exactly the affected jobs. Each test works on a copy of the project in a temporary directory."""
+"""The DAG end to end: the grids each config plans, config errors, the periodic grid run through Snakemake and its
+DVC pipeline, and the tiny workflow through the Slurm profile (the DVC journeys: test_dvc.py). Each test works on a
+copy of the project in a temporary directory."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from physiossl.dvc_export import export_dvc_yaml
+from physiossl.dvc_export import export_document, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,8 +43,9 @@ def make_project(tmp_path: Path, name: str, config: dict | None = None) -> Path:
     project.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     shutil.copy(REPO / "Snakefile", project)
-    for folder in ("workflow", "config", "src"):
+    for folder in ("workflow", "profiles", "config", "src"):
         shutil.copytree(REPO / folder, project / folder, ignore=ignore)
+    (project / "slurm").symlink_to(os.readlink(REPO / "slurm"))
     (project / "config" / "tiny.yaml").write_text(yaml.safe_dump(config or tiny_config(), sort_keys=False))
     return project
 
@@ -87,73 +89,6 @@ def results(project: Path) -> dict:
     return out
 
 
-@pytest.mark.slow
-def test_snakemake_and_dvc_repro_agree_and_rerun_only_what_changed(tmp_path):
-    sm = make_project(tmp_path, "snakemake")
-    snakemake(sm)
-    table = (sm / "results/tiny/report/table.md").read_text()
-    for method in ("simclr", "random"):
-        for protocol in ("linear", "finetune"):
-            assert re.search(rf"\| {method} \| {protocol} \| 0\.\d+", table), table
-    for figure in ("figure", "label_efficiency", "robustness"):
-        assert (sm / f"results/tiny/report/{figure}.png").stat().st_size > 1000
-    efficiency = (sm / "results/tiny/report/label_efficiency.csv").read_text()
-    # header + 2 methods x (frac0.5, folds2, and the full run once as fraction 1 and once as all folds)
-    assert len(efficiency.strip().splitlines()) == 1 + 2 * 4
-    assert planned_jobs(sm) == {}
-
-    dv = make_project(tmp_path, "dvc")
-    (dv / "dvc.yaml").write_text(export_dvc_yaml(dv / "config" / "tiny.yaml", dv / "Snakefile"))
-    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], dv)
-    run([str(BIN / "dvc"), "repro"], dv)
-    assert results(dv) == results(sm) and len(results(sm)) == 8
-    assert (dv / "results/tiny/report/table.csv").read_text() == (sm / "results/tiny/report/table.csv").read_text()
-    assert "up to date" in run([str(BIN / "dvc"), "status"], dv).stdout
-
-    # a linear-evaluation parameter: only the linear evaluations and the report rerun
-    config = tiny_config()
-    config["evaluate"]["linear"]["lr"] = 0.02
-    for project in (sm, dv):
-        (project / "config" / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    assert planned_jobs(sm) == {"evaluate": 6, "report": 1, "all": 1}
-    changed = run([str(BIN / "dvc"), "status", "--json"], dv).stdout
-    assert set(json.loads(changed)) == {f"evaluate-{m}-linear-{s}" for m in ("random", "simclr")
-                                        for s in ("all", "frac0.5", "folds2")}
-
-    # a source change of the model reruns pretraining (and everything downstream of it)
-    (sm / "config" / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
-    assert planned_jobs(sm) == {}
-    model = sm / "src/physiossl/models/xresnet1d.py"
-    model.write_text(model.read_text() + "\n# changed\n")
-    jobs = planned_jobs(sm)
-    assert jobs["pretrain"] == 1 and jobs["evaluate"] == 8 and "convert" not in jobs
-
-
-def test_committed_dvc_yaml_is_the_export_of_the_paper_config():
-    expected = export_dvc_yaml(REPO / "config" / "paper_ecg.yaml", REPO / "Snakefile")
-    committed = (REPO / "dvc.yaml").read_text()
-    assert committed == expected, "dvc.yaml is stale: run `physiossl export-dvc --configfile config/paper_ecg.yaml`"
-    stages = yaml.safe_load(committed)["stages"]
-    assert {"download_data-ptbxl", "convert-ptbxl-100", "pretrain-simclr", "pretrain-cpc", "report"} <= set(stages)
-    assert stages["pretrain-simclr"]["params"] == [{"config/paper_ecg.yaml": [
-        "seed", "pretrain.dataset", "pools.all", "pretrain.folds", "pretrain.encoder", "pretrain.crop_s",
-        "pretrain.cache", "pretrain.trainer", "pretrain.methods.simclr", "evaluate.dataset", "evaluate.val_fold",
-        "evaluate.test_fold"]}]
-    deps = stages["pretrain-simclr"]["deps"]
-    assert "src/physiossl/models/xresnet1d.py" in deps and "src/physiossl/methods/simclr.py" in deps
-    assert "src/physiossl/methods/byol.py" not in deps and "src/physiossl/methods/base.py" in deps
-    # the stage helpers and the store reader that every training and evaluation stage runs
-    for stage in ("pretrain-simclr", "evaluate-cpc-finetune-all"):
-        assert {"src/physiossl/stages/common.py", "src/physiossl/data/store.py"} <= set(stages[stage]["deps"])
-    assert "evaluate.robustness" in stages["evaluate-cpc-finetune-all"]["params"][0]["config/paper_ecg.yaml"]
-    assert "evaluate.robustness" not in stages["evaluate-cpc-finetune-frac0.1"]["params"][0]["config/paper_ecg.yaml"]
-    report = stages["report"]
-    assert report["metrics"] == [{"results/paper_ecg/report/metrics.json": {"cache": False}}]
-    plots = [next(iter(p)) for p in report["plots"]]
-    assert {"results/paper_ecg/report/label_efficiency.csv", "results/paper_ecg/report/robustness.png"} <= set(plots)
-    assert yaml.safe_load(committed)["plots"] == [p for p in plots if p.endswith(".png")]
-
-
 def test_paper_grid_plans_every_method_protocol_and_subset():
     config = yaml.safe_load((REPO / "config" / "paper_ecg.yaml").read_text())
     exp = config["experiment"]
@@ -174,19 +109,6 @@ def test_paper_grid_plans_every_method_protocol_and_subset():
     assert sum(jobs.values()) == 282  # the count stated in config/paper_ecg.yaml and the README
 
 
-def test_export_cli_check_detects_stale_file(tmp_path):
-    from physiossl.cli import main
-
-    out = tmp_path / "dvc.yaml"
-    args = ["export-dvc", "--configfile", str(REPO / "config/config.yaml"), "--snakefile", str(REPO / "Snakefile"),
-            "--out", str(out)]
-    assert main(args) == 0
-    assert main(args + ["--check"]) == 0
-    out.write_text(out.read_text().replace("--n-records 1500", "--n-records 10"))
-    with pytest.raises(SystemExit, match="stale"):
-        main(args + ["--check"])
-
-
 def test_snakemake_rejects_a_wrong_config_key(tmp_path):
     config = tiny_config()
     config["pretrain"]["trainer"]["max_epoch"] = 3
@@ -204,22 +126,49 @@ def test_snakemake_rejects_config_overrides(tmp_path):
 
 @pytest.mark.slow
 def test_project_workflow_runs_through_the_slurm_profile(tmp_path):
+    """The whole tiny workflow through `--profile slurm` against stand-in Slurm commands: GPU jobs in the GPU
+    partition, a log and a benchmark file per job (progress bars not flooding the logs), then `snakemake --report`
+    with the report's tables and figures."""
     from test_slurm_profile import STUBS, run_with_slurm_stubs
 
     config = tiny_config()
     config["resources"]["pretrain"] = {"threads": 1, "gpu": 1, "mem_mb": 3000, "runtime": 45}
+    config["experiment"].update(methods=["simclr"], protocols=["linear"])  # 3 evaluations: all, frac0.5, folds2
     project = make_project(tmp_path, "cluster", config)
     path = os.pathsep.join([str(STUBS), str(BIN), os.environ.get("PATH", "")])
-    proc, calls = run_with_slurm_stubs(
-        ["--configfile", "config/tiny.yaml", "--retries", "0", "results/tiny/pretrain/simclr/encoder.pt"],
-        project, tmp_path, env={"PATH": path, "OMP_NUM_THREADS": "1"}, timeout=600)
+    proc, calls = run_with_slurm_stubs(["--configfile", "config/tiny.yaml", "--retries", "0", "--jobs", "4"],
+                                       project, tmp_path, env={"PATH": path, "OMP_NUM_THREADS": "1"}, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert (project / "results/tiny/pretrain/simclr/encoder.pt").exists()
+    assert (project / "results/tiny/report/table.md").exists()
     rules = [argv[argv.index("--comment") + 1].split("_wildcards_")[0].removeprefix("rule_") for argv in calls]
-    assert rules == ["convert", "pretrain"], rules  # demo_data is a local rule
-    pretrain_argv = " ".join(calls[1])
-    assert "--gpus=1" in pretrain_argv and "--mem 3000" in pretrain_argv and "-t 45" in pretrain_argv
-    assert "--gpus" not in " ".join(calls[0])
+    assert sorted(set(rules)) == ["convert", "evaluate", "pretrain"], rules  # demo_data, report: local rules
+    assert rules.count("evaluate") == 3
+    for argv, rule in zip(calls, rules):
+        line = " ".join(argv)
+        assert ("--gpus=1" in line) == (rule == "pretrain"), line
+        assert f"-p {'gpu' if rule == 'pretrain' else 'cpu'}" in line, line
+    assert "--mem 3000" in " ".join(calls[rules.index("pretrain")])
+
+    # one log and one benchmark file per job; a progress bar refreshes at most once a minute in a log
+    results = project / "results/tiny"
+    logs = sorted(p.relative_to(results / "logs").as_posix() for p in (results / "logs").rglob("*.log"))
+    benchmarks = sorted(p.relative_to(results / "benchmarks").as_posix()
+                        for p in (results / "benchmarks").rglob("*.tsv"))
+    assert len(logs) == 1 + 1 + 1 + 3 + 1 and [b.removesuffix(".tsv") for b in benchmarks] == \
+        [log.removesuffix(".log") for log in logs], (logs, benchmarks)
+    convert_log = (results / "logs/convert/ptbxl_100hz.log").read_text()
+    assert convert_log.startswith("==== ") and "ptbxl → ptbxl_100hz.zarr" in convert_log
+    assert convert_log.count("\r") <= 3, convert_log  # tqdm's first and last refresh only (TQDM_MININTERVAL)
+    assert '"final_train_loss"' in (results / "logs/pretrain/simclr.log").read_text()
+
+    # the report: tables and figures of the report rule, with their captions
+    proc = snakemake(project, "--report", "report.zip")
+    import zipfile
+    with zipfile.ZipFile(project / "report.zip") as archive:
+        names = archive.namelist()
+        for name in ("table.csv", "figure.png", "label_efficiency.png", "label_efficiency.csv", "robustness.png",
+                     "robustness.csv"):
+            assert any(n.endswith(f"/{name}") for n in names), (name, names)
 
 
 def test_mixed_pool_demo_config_plans_every_source():
@@ -227,7 +176,7 @@ def test_mixed_pool_demo_config_plans_every_source():
     table = proc.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
     assert jobs == {"all": 1, "demo_data": 4, "convert": 4, "pretrain": 1, "evaluate": 4, "report": 1}
-    assert re.search(r"physiossl pretrain .*--store data/demo/stores/cinc2020_100hz.zarr "
+    assert re.search(r"physiossl --log \S+ pretrain .*--store data/demo/stores/cinc2020_100hz.zarr "
                      r"data/demo/stores/chapman_100hz.zarr data/demo/stores/code15_100hz.zarr "
                      r"--eval-store data/demo/stores/ptbxl_100hz.zarr", proc.stdout)
 
@@ -267,11 +216,12 @@ def test_periodic_grid_runs_through_snakemake_and_its_dvc_export(tmp_path):
     assert fft["series"] == "trained series head" and fft["series_fs_hz"] == pytest.approx(12.5)
     assert planned_jobs(project) == {}
 
-    dvc = yaml.safe_load(export_dvc_yaml(project / "config" / "tiny.yaml", project / "Snakefile"))
-    stage = dvc["stages"]["evaluate_periodic-simper-zero_shot-all"]
-    assert "physiossl evaluate-periodic" in stage["cmd"] and "--protocol zero_shot" in stage["cmd"]
+    document, names = export_document(project / "config" / "tiny.yaml", project / "Snakefile")
+    stages = resolve(document)
+    stage = stages[names["evaluate_periodic-simper-zero_shot-all"]]
+    assert " evaluate-periodic --configfile" in stage["cmd"] and "--protocol zero_shot" in stage["cmd"]
     params = stage["params"][0]["config/tiny.yaml"]
     assert {"periodic.zero_shot", "periodic.linear", "periodic.target"} <= set(params)
     assert "periodic.finetune" not in params
-    report_stage = dvc["stages"]["report"]
+    report_stage = stages["report"]
     assert any(str(p).endswith("periodic/simper/fft/all.npz") for p in report_stage["deps"])

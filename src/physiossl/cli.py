@@ -148,15 +148,27 @@ def _cmd_report(args) -> dict:
 
 
 def _cmd_export_dvc(args) -> dict:
-    from .dvc_export import export_dvc_yaml
-    text = export_dvc_yaml(Path(args.configfile), Path(args.snakefile))
-    out = Path(args.out)
+    from .dvc_export import export_dvc_yaml, pipeline_path
+    snakefile, default = Path(args.snakefile), pipeline_path(load_config(args.configfile)["name"])
+    root = snakefile.resolve().parent
+    out = Path(args.out) if args.out else root / default
+    try:   # stages run in the repository root: their wdir is the way back from the file's folder
+        pipeline = out.resolve().relative_to(root)
+    except ValueError:   # a file outside the repository: written as it would be at its default place
+        pipeline = default
+    text = export_dvc_yaml(Path(args.configfile), snakefile, pipeline)
     if args.check:
         if not out.is_file() or out.read_text() != text:
             raise SystemExit(f"{out} is stale: regenerate it with `physiossl export-dvc --configfile {args.configfile}`")
         return {"dvc_yaml": str(out), "up_to_date": True}
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return {"dvc_yaml": str(out)}
+
+
+def _cmd_dvc_sync(args) -> dict:
+    from .dvc_export import sync
+    return sync(Path(args.configfile), Path(args.snakefile))
 
 
 def _cmd_sizing(args) -> dict:
@@ -169,6 +181,25 @@ def _cmd_sizing(args) -> dict:
                          limit=args.limit)
 
 
+def _cmd_verify_store(args) -> dict:
+    """``physiossl verify-store STORE...``: every file of each store against the manifest written with it (sizes
+    and SHA-256), then the store's contract (ECG or sleep)."""
+    from .data.files import MANIFEST
+    from .data.sleep_store import SLEEP_SCHEMA, validate_sleep_store
+    from .data.store import STORE_QUARANTINE, StoreError, check_files, open_store, quarantine_path
+    verified = {}
+    for store in map(Path, args.stores):
+        check_files(store, hashes=True)
+        inside, published = store / STORE_QUARANTINE, quarantine_path(store)
+        if inside.is_file() and published.is_file() and inside.read_bytes() != published.read_bytes():
+            raise StoreError(f"{published} is not the quarantine list of {store} (its copy {inside} differs): "
+                             "rerun the conversion")
+        schema = json.loads((store / "zarr.json").read_text()).get("attributes", {}).get("schema")
+        validate_sleep_store(store) if schema == SLEEP_SCHEMA else open_store(store)
+        verified[str(store)] = len(json.loads((store / MANIFEST).read_text())["files"])
+    return {"verified": verified}
+
+
 def _cmd_check_config(args) -> dict:
     config = load_config(args.configfile)
     return {"configfile": args.configfile, "name": config["name"], "valid": True}
@@ -177,6 +208,9 @@ def _cmd_check_config(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physiossl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log", metavar="FILE", default=None,
+                        help="append everything the command prints (and its worker processes) to FILE, creating its "
+                             "folder: the Snakemake rules' log files")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="write a small synthetic dataset tree in the real file format")
@@ -276,12 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("export-dvc", help="write dvc.yaml from the Snakemake DAG of a config")
+    p = sub.add_parser("export-dvc", help="write the DVC pipeline of a config from its Snakemake DAG (the paper "
+                       "config's: dvc.yaml, any other: pipelines/<name>/dvc.yaml)")
     p.add_argument("--configfile", default="config/config.yaml")
     p.add_argument("--snakefile", default="Snakefile")
-    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--out", default=None,
+                   help="the pipeline file (default: dvc.yaml for the paper config, else pipelines/<name>/dvc.yaml)")
     p.add_argument("--check", action="store_true", help="fail if --out differs from the export instead of writing")
     p.set_defaults(func=_cmd_export_dvc)
+
+    p = sub.add_parser("dvc-sync", help="after `snakemake` ran jobs, or after `dvc pull`/`repro`/`checkout`: make DVC "
+                       "and Snakemake agree that the outputs are up to date, running nothing (dvc commit of a "
+                       "Snakemake run; snakemake --touch of DVC's outputs); fails when either tool still plans work")
+    p.add_argument("--configfile", default="config/config.yaml")
+    p.add_argument("--snakefile", default="Snakefile")
+    p.set_defaults(func=_cmd_dvc_sync)
 
     p = sub.add_parser("sizing", help="sizing tables (wall time, peak memory, data and output size per job) from the "
                        "Snakemake benchmark files of runs")
@@ -296,14 +339,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the streaming check's largest allowed ratio of peak RSS (default 1.5)")
     p.set_defaults(func=_cmd_sizing)
 
+    p = sub.add_parser("verify-store", help="check every file of a store against its manifest (sizes, SHA-256)")
+    p.add_argument("stores", nargs="+")
+    p.set_defaults(func=_cmd_verify_store)
+
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("configfile")
     p.set_defaults(func=_cmd_check_config)
     return parser
 
 
+def _log_to(path: Path, argv: list[str]) -> None:
+    """Send this process's stdout and stderr, and those of the processes it starts, to the end of ``path``; each run
+    starts with a header line, so a resubmitted job's log keeps the attempt before it."""
+    import datetime
+    import os
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    print(f"==== {started} physiossl {' '.join(argv)}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log:
+        _log_to(Path(args.log), sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("lightning.pytorch", "lightning.fabric", "snakemake"):

@@ -8,6 +8,7 @@ so a changed value reruns exactly the jobs that read it.
 from __future__ import annotations
 
 import copy
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ import yaml
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 RANDOM_INIT = "random"  # the random-initialisation baseline: a method name that needs no pretraining
 ALL_LABELS = "all"     # the evaluation subset that trains on every record of evaluate.train_folds
+#: training loggers (``pretrain.trainer.logger`` for pretraining and evaluation, ``sleep.train.logger``) and the
+#: Python packages that provide them (any one of them); Lightning's CSV logger is always written as well
+LOGGERS = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "dvclive": ("dvclive",)}
+DEFAULT_LOGGER = "csv"
+#: accelerators that train on the GPUs a job requests (``resources.<stage>.gpu``); ``auto`` uses them if it gets any
+GPU_ACCELERATORS = ("gpu", "cuda")
 
 
 class ConfigError(ValueError):
@@ -162,8 +169,69 @@ def _check_cross_keys(config: dict, source: str) -> None:
         problems += _check_sleep(config)
     if "experiment" in config:
         problems += _check_ecg(config)
+    problems += _check_training(config)
     if problems:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join("  " + p for p in problems))
+
+
+def _training_stages(config: dict) -> list[tuple[str, str, int | str]]:
+    """(stage, trainer settings key, devices) of each training stage of the config: pretraining on
+    ``pretrain.trainer.devices``; evaluation (with pretrain.trainer's accelerator and logger) and sleep training on
+    one device."""
+    out = []
+    if "experiment" in config:
+        out += [("pretrain", "pretrain.trainer", config["pretrain"]["trainer"]["devices"]),
+                ("evaluate", "pretrain.trainer", 1)]
+    if "sleep" in config:
+        out.append(("sleep", "sleep.train", 1))
+    return out
+
+
+def _check_training(config: dict) -> list[str]:
+    """The logger's package is installed, and each training job requests the GPUs its trainer uses."""
+    problems = []
+    for key in dict.fromkeys(key for _, key, _ in _training_stages(config)):
+        problems += logger_problems(get_key(config, key).get("logger", DEFAULT_LOGGER), f"{key}.logger")
+    for stage, key, devices in _training_stages(config):
+        if stage in config["resources"]:
+            problems += device_problems(get_key(config, key)["accelerator"], devices, config["resources"][stage]["gpu"],
+                                        f"{key}.accelerator", f"{key}.devices" if stage == "pretrain" else None,
+                                        f"resources.{stage}.gpu")
+    return problems
+
+
+def logger_problems(kind: str, key: str) -> list[str]:
+    """A training logger whose package is not installed (checked without importing it)."""
+    packages = LOGGERS.get(kind, ())
+    if not packages or any(find_spec(p) is not None for p in packages):
+        return []
+    return [f"config key '{key}': logger '{kind}' needs the Python package {' or '.join(packages)}, which is not "
+            f"installed (pip install {packages[0]}, or install physiossl with the [{kind}] extra), or use logger 'csv'"]
+
+
+def device_problems(accelerator: str, devices: int | str, gpus: int, accelerator_key: str, devices_key: str | None,
+                    gpus_key: str) -> list[str]:
+    """The GPUs a job requests from the scheduler (``gpus_key``) against the ones its trainer uses: with a GPU
+    accelerator, as many as the trainer's devices (``devices_key``; one where the stage trains on one device, e.g.
+    evaluation) or, for devices ``auto``, at least one; with ``auto``, none or that many; with any other
+    accelerator, none."""
+    uses = f"'{devices_key}' is {devices}" if devices_key else "the stage trains on one device"
+    if accelerator in GPU_ACCELERATORS:
+        if gpus == 0:
+            return [f"config key '{gpus_key}': requests no GPU but '{accelerator_key}' is '{accelerator}' "
+                    f"(request {devices if devices != 'auto' else 'at least 1'})"]
+        if devices != "auto" and gpus != devices:
+            return [f"config key '{gpus_key}': requests {gpus} GPU(s) but {uses}: set them equal"]
+        return []
+    if accelerator == "auto":
+        if gpus and devices != "auto" and gpus != devices:
+            return [f"config key '{gpus_key}': requests {gpus} GPU(s) but {uses} (with '{accelerator_key}' auto, "
+                    f"the trainer uses the requested GPUs): set them equal, or request 0 to train on the CPU"]
+        return []
+    if gpus:
+        return [f"config key '{gpus_key}': requests {gpus} GPU(s) but '{accelerator_key}' is '{accelerator}', which "
+                f"uses none: request 0, or set the accelerator to gpu or auto"]
+    return []
 
 
 def _check_dataset_kind(name: str, ds: dict) -> list[str]:
@@ -339,7 +407,7 @@ def stage_keys(config: dict, stage: str, method: str | None = None, protocol: st
             "evaluate.dataset", "evaluate.val_fold", "evaluate.test_fold",
         ]
     common = ["seed", "pretrain.encoder", *_present(config, "pretrain.encoder_args"), "pretrain.trainer.accelerator",
-              "pretrain.trainer.precision"]
+              "pretrain.trainer.precision", *_present(config, "pretrain.trainer.logger")]
     common += [f"evaluate.{k}" for k in ("dataset", "train_folds", "val_fold", "test_fold", "window_s", "stride_s",
                                          "aggregate", "batch_size", "bootstrap")]
     if stage == "evaluate":

@@ -12,6 +12,7 @@ Only what the plugin calls is implemented:
   sacctmgr ... list user    -> the accounts, one per line (account validation)
   sinfo -o %P               -> the partitions, default one marked with '*'
   scontrol show config      -> MaxArraySize and MinJobAge
+  scontrol show partition   -> the partitions' limits, GPUs in TRES ($SLURM_STUB_GPUS)
   scancel <jobid>...        -> kills the job's process group
   srun [options] cmd ...    -> exports SLURM_GPUS / SLURM_CPUS_PER_TASK, execs cmd
 
@@ -165,10 +166,24 @@ def sinfo(argv: list[str]) -> int:
 
 
 def scontrol(argv: list[str]) -> int:
-    if argv[:2] != ["show", "config"]:
-        return _fail("scontrol", f"stub does not implement: scontrol {' '.join(argv)}")
-    print("MaxArraySize            = 1001\nMinJobAge               = 300 sec")
-    return 0
+    if argv[:2] == ["show", "config"]:
+        print("MaxArraySize            = 1001\nMinJobAge               = 300 sec")
+        return 0
+    if argv[:2] == ["show", "partition"]:
+        # the multi-line form of a real `scontrol show partition`, one block per partition of
+        # $SLURM_STUB_PARTITIONS, with the GPUs of $SLURM_STUB_GPUS ("<partition>=<gpus>", default "gpu=8")
+        gpus = dict(item.split("=") for item in _env_list("SLURM_STUB_GPUS", "gpu=8"))
+        for part in _env_list("SLURM_STUB_PARTITIONS", "cpu*,gpu"):
+            name = part.rstrip("*")
+            tres = "cpu=128,mem=1000G,node=2,billing=128" + (f",gres/gpu={gpus[name]}" if name in gpus else "")
+            print(f"PartitionName={name}\n"
+                  "   AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL\n"
+                  f"   Default={'YES' if part.endswith('*') else 'NO'} QoS=N/A\n"
+                  "   MaxNodes=UNLIMITED MaxTime=2-00:00:00 MinNodes=0 LLN=NO MaxCPUsPerNode=UNLIMITED\n"
+                  "   State=UP TotalCPUs=128 TotalNodes=2 SelectTypeParameters=NONE\n"
+                  f"   TRES={tres}\n")
+        return 0
+    return _fail("scontrol", f"stub does not implement: scontrol {' '.join(argv)}")
 
 
 def scancel(argv: list[str]) -> int:

@@ -1,6 +1,7 @@
-# Helpers shared by the rules: package sources as inputs (a code change reruns exactly the jobs that
-# run that code), dataset paths and wildcard constraints.
+# Helpers shared by the rules, which the other files hold: package sources as inputs (a code change reruns
+# exactly the jobs that run that code), dataset and result paths, wildcard constraints, log and benchmark files.
 import re
+import shlex
 from pathlib import Path
 
 from physiossl.data.sources import source_kind
@@ -77,3 +78,67 @@ def bench(job):
     """The Snakemake benchmark file of a job, ``benchmarks/<rule>/<job>.tsv`` under the results folder: wall time,
     peak RSS/VMS/USS/PSS, I/O and CPU time, summed over the job's processes (`physiossl sizing` tabulates them)."""
     return f"{RESULTS}/benchmarks/{job}.tsv"
+
+
+def flag(name, paths):
+    """``name`` and the shell-quoted paths for a command line, or nothing when there are none (every value of a
+    command line is quoted: paths with spaces or shell characters stay one argument)."""
+    return " ".join([name, *map(shlex.quote, map(str, paths))]) if paths else ""
+
+
+def shown(path, caption, category):
+    """An output that `snakemake --report` shows, with the caption workflow/report/<caption>.rst."""
+    return report(path, caption=os.path.join(workflow.basedir, "workflow", "report", f"{caption}.rst"), category=category)
+
+
+def logfile(job):
+    """The log of a job, ``logs/<rule>/<job>.log`` under the results folder: everything its command prints (progress
+    bars refresh at most once a minute there: TQDM_MININTERVAL, set by the Snakefile)."""
+    return f"{RESULTS}/logs/{job}.log"
+
+
+def pretrained(wc):
+    return [] if random_init_encoder(config, wc.method) else [f"{RESULTS}/pretrain/{wc.method}/encoder.pt"]
+
+
+def eval_results():
+    """Every result file of the experiment grid."""
+    return [f"{RESULTS}/eval/{method}/{protocol}/{subset}.json"
+            for method in config["experiment"]["methods"]
+            for protocol in config["experiment"]["protocols"]
+            for subset in eval_subsets(config, protocol)]
+
+
+def periodic_results():
+    """Every result file of the periodic-target grid (none without a `periodic` section)."""
+    if "periodic" not in config:
+        return []
+    return [f"{RESULTS}/periodic/{method}/{protocol}/{subset}.json"
+            for method in config["periodic"]["methods"]
+            for protocol in config["periodic"]["protocols"]
+            for subset in eval_subsets(config, protocol, "periodic")]
+
+
+def periodic_outputs():
+    """The periodic-target tables and figures; the label-efficiency ones only when fraction or fold runs exist."""
+    if "periodic" not in config:
+        return {}
+    outputs = {"periodic_csv": shown(f"{RESULTS}/report/periodic.csv", "periodic", "Periodic target"),
+               "periodic_md": f"{RESULTS}/report/periodic.md",
+               "periodic_figure": shown(f"{RESULTS}/report/periodic.png", "periodic", "Periodic target")}
+    if any(subset != "all" for protocol in config["periodic"]["protocols"]
+           for subset in eval_subsets(config, protocol, "periodic")):
+        outputs["periodic_label_efficiency"] = shown(f"{RESULTS}/report/periodic_label_efficiency.csv",
+                                                     "periodic_label_efficiency", "Periodic target")
+        outputs["periodic_label_efficiency_figure"] = shown(f"{RESULTS}/report/periodic_label_efficiency.png",
+                                                            "periodic_label_efficiency", "Periodic target")
+    return outputs
+
+
+def sleep_store_path(dataset):
+    return f"{DATA}/stores/{dataset}_sleep.zarr"
+
+
+def sleep_results():
+    return [f"{RESULTS}/sleep/{variant}/frac{fraction:g}/{pool}/seed{seed}.json"
+            for variant, fraction, pool, seed in sleep_runs(config)]

@@ -6,6 +6,8 @@ rule demo_data:
         directory(f"{DATA}/raw/{{dataset}}"),
     benchmark:
         bench("demo_data/{dataset}")
+    log:
+        logfile("demo_data/{dataset}")
     input:
         code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py",
                              "data/synth_sleep.py" if is_sleep(wc.dataset) else "data/synth.py"),
@@ -17,10 +19,10 @@ rule demo_data:
         n_records=lambda wc: config["datasets"][wc.dataset]["demo"]["n_records"],
         seed=config["seed"],
         # demo.options (night lengths, rates, part counts) are read from the config file by the command
-        options=lambda wc: (f" --configfile {CONFIGFILE} --dataset {wc.dataset}"
+        options=lambda wc: (f" --configfile {shlex.quote(CONFIGFILE)} --dataset {shlex.quote(wc.dataset)}"
                             if config["datasets"][wc.dataset]["demo"].get("options") else ""),
     shell:
-        "physiossl demo {params.source} --out {output} --n-records {params.n_records} --seed {params.seed}{params.options}"
+        "physiossl --log {log:q} demo {params.source:q} --out {output:q} --n-records {params.n_records:q} --seed {params.seed:q}{params.options}"
 
 
 rule download_data:
@@ -28,14 +30,17 @@ rule download_data:
         directory(f"{DATA}/raw/{{dataset}}"),
     benchmark:
         bench("download_data/{dataset}")
+    log:
+        logfile("download_data/{dataset}")
     input:
         code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/fetch.py", "data/hosts.py"),
     wildcard_constraints:
         dataset=one_of(datasets_in_mode("download")),
     params:
+        configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "download_data", dataset=wc.dataset),
     shell:
-        "physiossl download {wildcards.dataset} --configfile {CONFIGFILE} --out {output}"
+        "physiossl --log {log:q} download {wildcards.dataset:q} --configfile {params.configfile:q} --out {output:q}"
 
 
 rule convert:
@@ -44,6 +49,8 @@ rule convert:
         quarantine=f"{DATA}/stores/{{dataset}}_{{fs}}hz.zarr.quarantine.csv",
     benchmark:
         bench("convert/{dataset}_{fs}hz")
+    log:
+        logfile("convert/{dataset}_{fs}hz")
     input:
         raw=lambda wc: raw_path(wc.dataset),
         code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/store.py", "data/targets.py"),
@@ -58,5 +65,5 @@ rule convert:
     resources:
         **convert_resources(),
     shell:
-        "physiossl convert {params.source} --raw {input.raw} --out {output.store} --fs {wildcards.fs}"
-        " --max-quarantine {params.max_quarantine} --workers {threads}"
+        "physiossl --log {log:q} convert {params.source:q} --raw {input.raw:q} --out {output.store:q} --fs {wildcards.fs:q}"
+        " --max-quarantine {params.max_quarantine:q} --workers {threads}"

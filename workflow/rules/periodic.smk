@@ -2,16 +2,6 @@
 # pretrained or randomly initialised encoder: linear, fine-tuning, FFT readout of the feature series, zero-shot.
 
 
-def periodic_results():
-    """Every result file of the periodic-target grid (none without a `periodic` section)."""
-    if "periodic" not in config:
-        return []
-    return [f"{RESULTS}/periodic/{method}/{protocol}/{subset}.json"
-            for method in config["periodic"]["methods"]
-            for protocol in config["periodic"]["protocols"]
-            for subset in eval_subsets(config, protocol, "periodic")]
-
-
 if "periodic" in config:
 
     rule evaluate_periodic:
@@ -20,6 +10,8 @@ if "periodic" in config:
             predictions=f"{RESULTS}/periodic/{{method}}/{{protocol}}/{{subset}}.npz",
         benchmark:
             bench("evaluate_periodic/{method}-{protocol}-{subset}")
+        log:
+            logfile("evaluate_periodic/{method}-{protocol}-{subset}")
         input:
             store=store_path(config["evaluate"]["dataset"]),
             checkpoint=pretrained,
@@ -30,14 +22,15 @@ if "periodic" in config:
             protocol=one_of(config["periodic"]["protocols"]),
             subset=r"all|frac[0-9.e-]+|folds\d+",
         params:
+            configfile=CONFIGFILE,
             cfg=lambda wc: stage_view(config, "evaluate_periodic", protocol=wc.protocol, subset=wc.subset),
-            checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
+            checkpoint=lambda wc, input: flag("--checkpoint", input.checkpoint),
         threads: resources_of("evaluate")["threads"]
         resources:
             gpu=resources_of("evaluate")["gpu"],
             mem_mb=resources_of("evaluate")["mem_mb"],
             runtime=resources_of("evaluate")["runtime"],
         shell:
-            "physiossl evaluate-periodic --configfile {CONFIGFILE} --method {wildcards.method}"
-            " --protocol {wildcards.protocol} --subset {wildcards.subset} --store {input.store} --out {output.result}"
+            "physiossl --log {log:q} evaluate-periodic --configfile {params.configfile:q} --method {wildcards.method:q}"
+            " --protocol {wildcards.protocol:q} --subset {wildcards.subset:q} --store {input.store:q} --out {output.result:q}"
             " {params.checkpoint}"

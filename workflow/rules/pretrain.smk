@@ -7,6 +7,8 @@ rule pretrain:
         summary=f"{RESULTS}/pretrain/{{method}}/encoder.json",
     benchmark:
         bench("pretrain/{method}")
+    log:
+        logfile("pretrain/{method}")
     input:
         stores=[store_path(d) for d in pretrain_members(config)],
         eval_store=store_path(config["evaluate"]["dataset"]),
@@ -15,6 +17,7 @@ rule pretrain:
     wildcard_constraints:
         method=one_of(pretrained_methods(config)),
     params:
+        configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "pretrain", method=wc.method),
     threads: resources_of("pretrain")["threads"]
     resources:
@@ -22,5 +25,5 @@ rule pretrain:
         mem_mb=resources_of("pretrain")["mem_mb"],
         runtime=resources_of("pretrain")["runtime"],
     shell:
-        "physiossl pretrain --configfile {CONFIGFILE} --method {wildcards.method} --store {input.stores}"
-        " --eval-store {input.eval_store} --out {output.encoder}"
+        "physiossl --log {log:q} pretrain --configfile {params.configfile:q} --method {wildcards.method:q} --store {input.stores:q}"
+        " --eval-store {input.eval_store:q} --out {output.encoder:q}"

@@ -1,42 +1,33 @@
 # Tables and figures of the experiment grids, from the result files only.
 
 
-def periodic_outputs():
-    """The periodic-target tables and figures; the label-efficiency ones only when fraction or fold runs exist."""
-    if "periodic" not in config:
-        return {}
-    outputs = {"periodic_csv": f"{RESULTS}/report/periodic.csv", "periodic_md": f"{RESULTS}/report/periodic.md",
-               "periodic_figure": f"{RESULTS}/report/periodic.png"}
-    if any(subset != "all" for protocol in config["periodic"]["protocols"]
-           for subset in eval_subsets(config, protocol, "periodic")):
-        outputs["periodic_label_efficiency"] = f"{RESULTS}/report/periodic_label_efficiency.csv"
-        outputs["periodic_label_efficiency_figure"] = f"{RESULTS}/report/periodic_label_efficiency.png"
-    return outputs
-
-
 rule report:
     output:
         table_md=f"{RESULTS}/report/table.md",
-        table_csv=f"{RESULTS}/report/table.csv",
-        figure=f"{RESULTS}/report/figure.png",
+        table_csv=shown(f"{RESULTS}/report/table.csv", "table", "ECG"),
+        figure=shown(f"{RESULTS}/report/figure.png", "figure", "ECG"),
         metrics=f"{RESULTS}/report/metrics.json",
-        label_efficiency=f"{RESULTS}/report/label_efficiency.csv",
-        label_efficiency_figure=f"{RESULTS}/report/label_efficiency.png",
-        robustness=f"{RESULTS}/report/robustness.csv",
-        robustness_figure=f"{RESULTS}/report/robustness.png",
+        label_efficiency=shown(f"{RESULTS}/report/label_efficiency.csv", "label_efficiency", "ECG"),
+        label_efficiency_figure=shown(f"{RESULTS}/report/label_efficiency.png", "label_efficiency", "ECG"),
+        robustness=shown(f"{RESULTS}/report/robustness.csv", "robustness", "ECG"),
+        robustness_figure=shown(f"{RESULTS}/report/robustness.png", "robustness", "ECG"),
         **periodic_outputs(),
     benchmark:
         bench("report/report")
+    log:
+        logfile("report/report")
     input:
         results=eval_results(),
         periodic=periodic_results(),
         periodic_predictions=[path.replace(".json", ".npz") for path in periodic_results()],
         code=code("report", "stages/report.py"),
     params:
+        out_dir=lambda wc, output: os.path.dirname(output.metrics),
+        configfile=CONFIGFILE,
         cfg=stage_view(config, "report"),
-        periodic=lambda wc, input: f"--periodic {' '.join(input.periodic)} --" if input.periodic else "",
+        periodic=lambda wc, input: flag("--periodic", input.periodic) + " --" if input.periodic else "",
     shell:
-        "physiossl report --configfile {CONFIGFILE} --out-dir {RESULTS}/report {params.periodic} {input.results}"
+        "physiossl --log {log:q} report --configfile {params.configfile:q} --out-dir {params.out_dir:q} {params.periodic} {input.results:q}"
 
 
 localrules:

@@ -2,21 +2,14 @@
 # (variant x labeled fraction x unlabeled pool x seed), and the report (table, per-class F1, hypnogram).
 
 
-def sleep_store_path(dataset):
-    return f"{DATA}/stores/{dataset}_sleep.zarr"
-
-
-def sleep_results():
-    return [f"{RESULTS}/sleep/{variant}/frac{fraction:g}/{pool}/seed{seed}.json"
-            for variant, fraction, pool, seed in sleep_runs(config)]
-
-
 rule convert_sleep:
     output:
         store=directory(f"{DATA}/stores/{{dataset}}_sleep.zarr"),
         quarantine=f"{DATA}/stores/{{dataset}}_sleep.zarr.quarantine.csv",
     benchmark:
         bench("convert_sleep/{dataset}")
+    log:
+        logfile("convert_sleep/{dataset}")
     input:
         raw=lambda wc: raw_path(wc.dataset),
         code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/audio.py", "data/sleep_store.py",
@@ -24,13 +17,14 @@ rule convert_sleep:
     wildcard_constraints:
         dataset=one_of(sleep_datasets(config)),
     params:
+        configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "convert_sleep", dataset=wc.dataset),
     threads: resources_of("convert")["threads"] if "convert" in config["resources"] else 1
     resources:
         **convert_resources(),
     shell:
-        "physiossl convert-sleep --configfile {CONFIGFILE} --dataset {wildcards.dataset} --raw {input.raw}"
-        " --out {output.store} --workers {threads}"
+        "physiossl --log {log:q} convert-sleep --configfile {params.configfile:q} --dataset {wildcards.dataset:q} --raw {input.raw:q}"
+        " --out {output.store:q} --workers {threads}"
 
 
 rule train_sleep:
@@ -40,6 +34,8 @@ rule train_sleep:
         model=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.pt",
     benchmark:
         bench("train_sleep/{variant}-frac{fraction}-{pool}-seed{seed}")
+    log:
+        logfile("train_sleep/{variant}-frac{fraction}-{pool}-seed{seed}")
     input:
         store=sleep_store_path(config["sleep"]["dataset"]),
         unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
@@ -52,39 +48,44 @@ rule train_sleep:
         pool="none|in|ood",
         seed=r"\d+",
     params:
+        configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "train_sleep", variant=wc.variant, pool=wc.pool),
-        unlabeled=lambda wc, input: f"--unlabeled {' '.join(input.unlabeled)}" if input.unlabeled else "",
+        unlabeled=lambda wc, input: flag("--unlabeled", input.unlabeled),
     threads: resources_of("sleep")["threads"]
     resources:
         gpu=resources_of("sleep")["gpu"],
         mem_mb=resources_of("sleep")["mem_mb"],
         runtime=resources_of("sleep")["runtime"],
     shell:
-        "physiossl train-sleep --configfile {CONFIGFILE} --variant {wildcards.variant} --fraction {wildcards.fraction}"
-        " --pool {wildcards.pool} --seed {wildcards.seed} --store {input.store} {params.unlabeled}"
-        " --out {output.result}"
+        "physiossl --log {log:q} train-sleep --configfile {params.configfile:q} --variant {wildcards.variant:q} --fraction {wildcards.fraction:q}"
+        " --pool {wildcards.pool:q} --seed {wildcards.seed:q} --store {input.store:q} {params.unlabeled}"
+        " --out {output.result:q}"
 
 
 rule sleep_report:
     output:
         table_md=f"{RESULTS}/report/sleep.md",
-        table_csv=f"{RESULTS}/report/sleep.csv",
+        table_csv=shown(f"{RESULTS}/report/sleep.csv", "sleep", "Sleep staging"),
         runs_csv=f"{RESULTS}/report/sleep_runs.csv",
-        per_class=f"{RESULTS}/report/sleep_per_class.csv",
-        hypnogram=f"{RESULTS}/report/hypnogram.png",
-        confusion=f"{RESULTS}/report/sleep_confusion.png",
+        per_class=shown(f"{RESULTS}/report/sleep_per_class.csv", "sleep_per_class", "Sleep staging"),
+        hypnogram=shown(f"{RESULTS}/report/hypnogram.png", "hypnogram", "Sleep staging"),
+        confusion=shown(f"{RESULTS}/report/sleep_confusion.png", "sleep_confusion", "Sleep staging"),
         metrics=f"{RESULTS}/report/sleep_metrics.json",
     benchmark:
         bench("sleep_report/sleep_report")
+    log:
+        logfile("sleep_report/sleep_report")
     input:
         results=sleep_results(),
         predictions=[path.replace(".json", ".npz") for path in sleep_results()],
         code=code("report/sleep.py", "report/tables.py", "eval/sleep.py", "eval/bootstrap.py", "data/sleep_stages.py",
                   "data/files.py", "stages/report.py"),
     params:
+        out_dir=lambda wc, output: os.path.dirname(output.metrics),
+        configfile=CONFIGFILE,
         cfg=stage_view(config, "sleep_report"),
     shell:
-        "physiossl report-sleep --configfile {CONFIGFILE} --out-dir {RESULTS}/report {input.results}"
+        "physiossl --log {log:q} report-sleep --configfile {params.configfile:q} --out-dir {params.out_dir:q} {input.results:q}"
 
 
 localrules:

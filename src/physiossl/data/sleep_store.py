@@ -46,7 +46,7 @@ from .. import __version__
 from .audio import FEATURE_KEYS, check_features, feature_attrs, features_from_attrs
 from .files import atomic_dir
 from .sleep_stages import STAGES, UNSCORED
-from .store import StoreError, quarantine_path, write_quarantine
+from .store import StoreError, check_files, quarantine_path, seal, write_quarantine
 
 __all__ = ["SLEEP_SCHEMA", "EPOCH_S", "CHUNK_EPOCHS", "SHARD_EPOCHS", "SleepStoreWriter", "validate_sleep_store",
            "open_sleep_store", "read_nights", "StoreError", "quarantine_path", "write_quarantine"]
@@ -125,6 +125,7 @@ class SleepStoreWriter:
             yield writer
             if not writer.finished:
                 raise RuntimeError(f"{path}: SleepStoreWriter.finish() was not called")
+            seal(tmp, path)
 
     @property
     def n_nights(self) -> int:
@@ -335,8 +336,7 @@ class SleepStoreWriter:
 
 # --------------------------------------------------------------------------------------------- validation
 def _group(path: Path) -> zarr.Group:
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"{path}: not a Zarr store (no zarr.json); was the conversion interrupted?")
+    check_files(path)
     return zarr.open_group(str(path), mode="r")
 
 

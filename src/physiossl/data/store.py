@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shutil
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +31,7 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from .files import atomic_dir, replace_path, tmp_sibling
+from .files import atomic_dir, manifest_problems, replace_path, tmp_sibling, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class StoreError(ValueError):
 def write_quarantine(path: Path, entries: Sequence[tuple[str, str]]) -> None:
     """Write ``<store>.quarantine.csv`` (record, reason), atomically; written even when empty."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_sibling(path)
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -118,6 +120,7 @@ class EcgStoreWriter:
                 writer.close()
             if not writer.finished:
                 raise RuntimeError(f"{path}: EcgStoreWriter.finish() was not called")
+            seal(tmp, path)
 
     @property
     def n_records(self) -> int:
@@ -275,11 +278,37 @@ REQUIRED_ATTRS = ("schema", "dataset", "source_version", "fs", "leads", "units",
 def open_store(path: Path | str) -> zarr.Group:
     """Open an ECG store read-only after checking the contract; raise StoreError naming the problem."""
     path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"{path}: not a Zarr store (no zarr.json); was the conversion interrupted?")
+    check_files(path)
     root = zarr.open_group(str(path), mode="r")
     validate_store(root, path)
     return root
+
+
+STORE_QUARANTINE = "quarantine.csv"
+
+
+def seal(tmp: Path, final: Path) -> None:
+    """Finish a store's temporary folder before its rename: a copy of the quarantine list the conversion wrote
+    (``<final>.quarantine.csv``) as ``quarantine.csv``, so the store and its list are published together, and the
+    manifest of every file."""
+    published = quarantine_path(final)
+    if published.is_file():
+        shutil.copyfile(published, Path(tmp) / STORE_QUARANTINE)
+    write_manifest(tmp)
+
+
+def check_files(path: Path, hashes: bool = False) -> None:
+    """The files of a store (ECG or sleep) against the manifest written with it: every file present at its size
+    (cheap, on every open) and, with ``hashes``, of its content (``physiossl verify-store``); StoreError naming the
+    store and the files."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: not a Zarr store (no zarr.json); was the conversion interrupted?")
+    problems = manifest_problems(path, hashes=hashes)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise StoreError(f"{path}: {shown}. The store is not the one its conversion wrote (an interrupted copy or "
+                         "`dvc pull`, or an edit): pull or copy it again, or rerun its conversion")
 
 
 def validate_store(root: zarr.Group, path: Path | str = "<store>") -> None:

@@ -1,5 +1,10 @@
 """Evaluation stage: one protocol on one (pretrained or randomly initialised) encoder and one training subset
-→ one JSON result and the test predictions (``.npz``: labels, scores and the bootstrap resampling ids)."""
+→ one JSON result and the test predictions (``.npz``: labels, scores and the bootstrap resampling ids).
+
+The protocol checkpoints every epoch to ``<out>.lightning/checkpoints`` (next to the result); a rerun with the same
+configuration, store, encoder and package code resumes from ``last.ckpt`` and writes the result of an uninterrupted
+run, a rerun with anything changed starts afresh.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,17 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..config import ALL_LABELS
+from ..config import ALL_LABELS, DEFAULT_LOGGER
+from ..data.files import sha256_file
 from ..data.loading import SignalCache
+from ..data.store import open_store
 from ..eval.bootstrap import bootstrap_ids, macro_auc_ci
 from ..eval.protocols import Split, Task, finetune, linear_eval
 from ..eval.robustness import robustness_curve
 from ..models import build_encoder
-from .common import resolve_device, write_json
+from .common import fingerprint, metrics_csv, resolve_device, resumable_training, write_json
 
 log = logging.getLogger(__name__)
-AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
 def load_encoder(checkpoint: Path | None, encoder_name: str | None, in_channels: int,
@@ -44,6 +50,32 @@ def random_encoder_args(view: dict, random_encoder: str | None) -> dict:
     """``pretrain.encoder_args`` for a random-init baseline of ``pretrain.encoder`` (none for other encoders)."""
     pretrain = view["pretrain"]
     return dict(pretrain.get("encoder_args", {})) if random_encoder == pretrain["encoder"] else {}
+
+
+def run_inputs(store: Path, checkpoint: Path | None) -> list:
+    """What besides the config identifies an evaluation run: the store (path, creation time) and the encoder file's
+    SHA-256 (none for a random-init baseline)."""
+    return [str(Path(store).resolve()), open_store(store).attrs.get("created_at"),
+            sha256_file(checkpoint) if checkpoint is not None else None]
+
+
+def train_protocol(view: dict, protocol: str, encoder: torch.nn.Module, task: Task, cfg: dict, device: torch.device,
+                   out: Path, run_id: str) -> tuple[dict, dict]:
+    """Linear evaluation (``linear``) or fine-tuning (``finetune``) of ``encoder`` on ``task``, resumable under
+    ``<out>.lightning``; the protocol's result and the run's fields of the result file."""
+    trainer = view["pretrain"]["trainer"]
+    workdir = Path(out).with_suffix(".lightning")
+    options, resume = resumable_training(workdir, run_id, trainer.get("logger", DEFAULT_LOGGER),
+                                         run_name=str(Path(out).with_suffix("")))
+    if protocol == "linear":
+        result = linear_eval(encoder, task, cfg, device, view["seed"], trainer_options=options, ckpt_path=resume)
+    elif protocol == "finetune":
+        precision = trainer["precision"] if device.type == "cuda" else "32-true"
+        result = finetune(encoder, task, cfg, device, view["seed"], crop=task.window, precision=precision,
+                          trainer_options=options, ckpt_path=resume)
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    return result, {"resumed": resume is not None, "run_id": run_id, "metrics_csv": metrics_csv(options["logger"])}
 
 
 def protocol_settings(ev: dict, protocol: str, method: str) -> dict:
@@ -94,6 +126,7 @@ def select_labels(caches: dict[str, SignalCache], label_set: str, convention: st
 def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoint: Path | None = None,
         subset: str = ALL_LABELS, random_encoder: str | None = None) -> dict:
     """``random_encoder``: the encoder of a random-initialisation baseline (no checkpoint)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # deterministic cuBLAS, for exact resumes on GPUs
     ev = view["evaluate"]
     started = time.time()
     L.seed_everything(view["seed"], verbose=False)
@@ -117,13 +150,8 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
     encoder, origin, _ = load_encoder(checkpoint, random_encoder, caches["train"].data.shape[1],
                                       random_encoder_args(view, random_encoder))
     cfg = protocol_settings(ev, protocol, method)
-    if protocol == "linear":
-        result = linear_eval(encoder, task, cfg, device, view["seed"])
-    elif protocol == "finetune":
-        autocast = AUTOCAST.get(view["pretrain"]["trainer"]["precision"]) if device.type == "cuda" else None
-        result = finetune(encoder, task, cfg, device, view["seed"], crop=task.window, autocast_dtype=autocast)
-    else:
-        raise ValueError(f"unknown protocol {protocol!r}")
+    run_id = fingerprint(view, method, protocol, subset, random_encoder, run_inputs(store, checkpoint))
+    result, training = train_protocol(view, protocol, encoder, task, cfg, device, out, run_id)
 
     ids = bootstrap_ids(len(caches["test"]), ev["bootstrap"]["n"], view["seed"])
     ci = macro_auc_ci(labels["test"], result["test_scores"], ids, level=ev["bootstrap"]["level"])
@@ -144,7 +172,7 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
         "test_macro_auc": result["test"]["macro_auc"], "val_macro_auc": result["val"]["macro_auc"],
         "test_ci": ci, "robustness": robustness, "predictions": predictions.name,
         "best_epoch": result["best_epoch"], "test": result["test"], "val": result["val"], "history": result["history"],
-        "config": cfg, "device": device.type, "seconds": round(time.time() - started, 1), **origin,
+        "config": cfg, "device": device.type, "seconds": round(time.time() - started, 1), **origin, **training,
     }
     write_json(Path(out), summary)
     log.info("%s/%s/%s: test macro AUC %.4f [%.4f, %.4f] (best epoch %d)", method, protocol, subset,
@@ -165,4 +193,5 @@ def save_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["LABEL_CONVENTIONS", "run", "load_encoder", "select_labels", "protocol_settings", "random_encoder_args", "save_npz", "subset_description", "training_subset"]
+__all__ = ["LABEL_CONVENTIONS", "run", "load_encoder", "select_labels", "protocol_settings", "random_encoder_args",
+           "run_inputs", "save_npz", "subset_description", "train_protocol", "training_subset"]

@@ -13,12 +13,14 @@ Protocols:
   ``train_max`` and outside the held-out band ``hold_out``; tested on the test records inside that band
   (interpolation), above ``train_max`` (extrapolation) and on the rest (seen range).
 
-Records whose target is NaN (not derivable) are left out of every split and counted in the result.
+Records whose target is NaN (not derivable) are left out of every split and counted in the result. The protocols
+that train resume from their last checkpoint as in :mod:`physiossl.stages.evaluate`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -30,10 +32,10 @@ from ..data.loading import SignalCache
 from ..eval.bootstrap import bootstrap_ids, mae_ci
 from ..eval.frequency import head_projection, principal_projection, read_frequencies
 from ..eval.metrics import regression_metrics
-from ..eval.protocols import Split, Task, finetune, linear_eval, regression
-from .common import resolve_device, write_json
-from .evaluate import (AUTOCAST, load_encoder, protocol_settings, random_encoder_args, save_npz, subset_description,
-                       training_subset)
+from ..eval.protocols import Split, Task, regression
+from .common import fingerprint, resolve_device, write_json
+from .evaluate import (load_encoder, protocol_settings, random_encoder_args, run_inputs, save_npz, subset_description,
+                       train_protocol, training_subset)
 
 log = logging.getLogger(__name__)
 PROTOCOLS = ("linear", "finetune", "fft", "zero_shot")
@@ -63,6 +65,7 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
         raise ValueError(f"unknown periodic protocol {protocol!r} (valid: {', '.join(PROTOCOLS)})")
     if (random_encoder is None) == (checkpoint is None):
         raise ValueError(f"method {method!r}: give a checkpoint or a random-init encoder, exactly one of them")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # deterministic cuBLAS, for exact resumes on GPUs
     ev, pe = view["evaluate"], view["periodic"]
     target = pe["target"]
     started = time.time()
@@ -88,7 +91,7 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
     device = resolve_device(view["pretrain"]["trainer"]["accelerator"])
     encoder, origin, heads = load_encoder(checkpoint, random_encoder, caches["train"].data.shape[1],
                                           random_encoder_args(view, random_encoder))
-    cfg, extra = {}, {}
+    cfg, extra, training = {}, {}, {}
     if protocol == "fft":
         scale = float(pe["units_per_hz"])
         band_hz = [float(b) / scale for b in pe["band"]]
@@ -112,11 +115,9 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
                     window=int(round(ev["window_s"] * caches["train"].fs)),
                     stride=int(round(ev["stride_s"] * caches["train"].fs)), aggregate=ev["aggregate"],
                     batch_size=ev["batch_size"], objective=regression(labels["train"]))
-        if protocol == "finetune":
-            autocast = AUTOCAST.get(view["pretrain"]["trainer"]["precision"]) if device.type == "cuda" else None
-            result = finetune(encoder, task, cfg, device, view["seed"], crop=task.window, autocast_dtype=autocast)
-        else:
-            result = linear_eval(encoder, task, cfg, device, view["seed"])
+        run_id = fingerprint(view, method, protocol, subset, random_encoder, run_inputs(store, checkpoint))
+        result, training = train_protocol(view, "finetune" if protocol == "finetune" else "linear", encoder, task, cfg,
+                                          device, out, run_id)
     predictions = np.asarray(result["test_scores"], dtype=np.float64).reshape(-1)
 
     level, n_boot = ev["bootstrap"]["level"], ev["bootstrap"]["n"]
@@ -146,7 +147,7 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
         "test": result["test"], "val": result["val"], "zero_shot": regions,
         **({"zero_shot_split": pe["zero_shot"]} if protocol == "zero_shot" else {}),
         "predictions": npz.name, "best_epoch": result["best_epoch"], "history": result["history"], "config": cfg,
-        **extra, "device": device.type, "seconds": round(time.time() - started, 1), **origin,
+        **extra, "device": device.type, "seconds": round(time.time() - started, 1), **origin, **training,
     }
     write_json(Path(out), summary)
     log.info("%s/%s/%s (%s): test MAE %.3f [%.3f, %.3f], r %.3f", method, protocol, subset, target,

@@ -1,8 +1,9 @@
 """Pretraining stage: a method on random crops of the pretraining folds of one store or of a pool of
 stores, with the evaluation's held-out records excluded → ``encoder.pt`` (+ ``encoder.json``).
 
-Lightning checkpoints go to ``<out dir>/lightning/checkpoints`` every epoch; a rerun with the same
-configuration and stores resumes from ``last.ckpt``, a rerun with anything changed starts afresh.
+Lightning checkpoints go to ``<out dir>/lightning/checkpoints`` every epoch, with the states of the random number
+generators; a rerun with the same configuration and stores resumes from ``last.ckpt``, a rerun with anything
+changed starts afresh.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
+from ..config import DEFAULT_LOGGER
 from ..data.loading import CropDataset, SignalCache, collate_batch
 from ..data.store import open_store
 from ..methods import get_method
-from .common import fingerprint, run_workdir, save_torch_atomic, write_json
+from .common import fingerprint, metrics_csv, resumable_training, save_torch_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +76,13 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
 
     workdir = out.parent / "lightning"
     run_id = fingerprint(view, method, [(str(part.path.resolve()), part.attrs.get("created_at")) for part in cache.parts])
-    last = run_workdir(workdir, run_id)
+    options, resume = resumable_training(workdir, run_id, trainer_cfg.get("logger", DEFAULT_LOGGER),
+                                         run_name=f"pretrain {method}")
     trainer = L.Trainer(
         max_epochs=trainer_cfg["max_epochs"], accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"],
-        precision=trainer_cfg["precision"], deterministic="warn", default_root_dir=workdir,
-        logger=CSVLogger(workdir, name="log"), log_every_n_steps=trainer_cfg["log_every_n_steps"],
-        callbacks=[ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=1, every_n_epochs=1,
-                                   enable_version_counter=False)],
-        enable_model_summary=False,
-    )
-    resumed = last.exists()
-    if resumed:
-        log.info("resuming from %s", last)
-    trainer.fit(model, loader, ckpt_path=str(last) if resumed else None)
+        precision=trainer_cfg["precision"], log_every_n_steps=trainer_cfg["log_every_n_steps"], **options)
+    resumed = resume is not None
+    trainer.fit(model, loader, ckpt_path=resume, weights_only=True)
 
     summary = {
         "method": method, "encoder": encoder, "encoder_args": encoder_args, "batch_size": batch_size,
@@ -96,7 +90,7 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
         "n_records": len(dataset), "crop_samples": crop, "epochs": trainer.current_epoch,
         "steps": trainer.global_step, "final_train_loss": float(trainer.callback_metrics.get("train_loss_epoch", float("nan"))),
         "resumed": resumed, "seconds": round(time.time() - started, 1), "run_id": run_id,
-        "metrics_csv": str(Path(trainer.logger.log_dir) / "metrics.csv"), "leakage": leakage,
+        "metrics_csv": metrics_csv(options["logger"]), "leakage": leakage,
     }
     if not trainer.is_global_zero:  # under DDP, one process writes the outputs
         return summary

@@ -27,6 +27,8 @@ learning rate over ``max_epochs``; the unlabeled losses optionally ramp up.
 The model of the epoch with the best validation kappa is evaluated on the test nights: every test epoch gets the
 mean of the softmax outputs of the sequences that cover it (stride ``seq_len // 2``); metrics for the trained
 class view and the coarser ones, with percentile intervals from resampling test nights.
+Every epoch ends with a checkpoint in ``<out>.lightning`` that includes the states of all random streams and
+loader generators; a rerun of the same run resumes from it and ends with the numbers of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..augment.audio import build_audio_augment
+from ..config import DEFAULT_LOGGER
 from ..data.sleep_loading import (SequenceDataset, accumulate_windows, collate_batch, concat_arrays, load_sleep_arrays,
                                   normalize_nights, sequence_starts)
 from ..data.sleep_stages import coarser_views, to_view
@@ -54,7 +56,7 @@ from ..data.sleep_store import open_sleep_store
 from ..eval.sleep import all_views, night_bootstrap
 from ..losses import ccssl_loss, semi_supervised_contrastive_loss, sequential_consistency_loss
 from ..models.sleep import build_sleep_model
-from .common import fingerprint, run_workdir, save_torch_atomic, write_json
+from .common import fingerprint, metrics_csv, resumable_training, save_torch_atomic, write_json
 from .evaluate import save_npz
 
 log = logging.getLogger(__name__)
@@ -202,6 +204,19 @@ def _loader(dataset: SequenceDataset, batch_size: int, num_workers: int, seed: i
                       collate_fn=collate_batch, generator=torch.Generator().manual_seed(seed), **kw)
 
 
+def loader_generators(loaders: DataLoader | dict[str, DataLoader],
+                      val_loader: DataLoader) -> dict[str, torch.Generator]:
+    """The generators of the training loaders, their samplers and the validation loader, by name (saved with the
+    checkpoints)."""
+    named = {"validation": val_loader, **(loaders if isinstance(loaders, dict) else {"labeled": loaders})}
+    out = {}
+    for name, loader in named.items():
+        out[f"{name}_loader"] = loader.generator
+        if getattr(loader.sampler, "generator", None) is not None and loader.sampler.generator is not loader.generator:
+            out[f"{name}_sampler"] = loader.sampler.generator
+    return out
+
+
 @torch.no_grad()
 def predict(model: nn.Module, arrays, seq_len: int, batch_size: int, device: torch.device) -> np.ndarray:
     """Per-epoch class probabilities (E, C) of every night of ``arrays``: the mean over the covering sequences."""
@@ -291,15 +306,16 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
     created = [root.attrs.get("created_with")] + [open_sleep_store(s).attrs.get("created_with") for s in stores[1:]]
     run_id = fingerprint(view, variant, fraction, pool, seed,
                          [(str(Path(s).resolve()), c) for s, c in zip(stores, created)])
-    last = run_workdir(workdir, run_id)
+    # best.ckpt: the epoch with the best validation kappa so far (last.ckpt, every epoch, is for resuming)
     best = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val_kappa", mode="max",
-                           save_last=True, save_top_k=1, enable_version_counter=False)
+                           save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    options, resume = resumable_training(workdir, run_id, t.get("logger", DEFAULT_LOGGER),
+                                         run_name=str(out.with_suffix("")),
+                                         generators=loader_generators(loaders, val_loader), also=(best,))
     trainer = L.Trainer(max_epochs=t["max_epochs"], accelerator=t["accelerator"], devices=1, precision=t["precision"],
-                        deterministic="warn", default_root_dir=workdir, logger=CSVLogger(workdir, name="log"),
-                        log_every_n_steps=max(1, min(10, len(loader))), callbacks=[best], enable_model_summary=False,
-                        num_sanity_val_steps=0)
-    resumed = last.exists()
-    trainer.fit(module, loaders, val_loader, ckpt_path=str(last) if resumed else None)
+                        log_every_n_steps=max(1, min(10, len(loader))), **options)
+    resumed = resume is not None
+    trainer.fit(module, loaders, val_loader, ckpt_path=resume, weights_only=True)
 
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(checkpoint["state_dict"])
@@ -330,7 +346,7 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
                    "test_without_prediction": int((~covered).sum())},
         "split": split, "labeled_nights": labeled, "stores": [str(s) for s in stores],
         "seconds": round(time.time() - started, 1), "run_id": run_id,
-        "metrics_csv": str(Path(trainer.logger.log_dir) / "metrics.csv"),
+        "metrics_csv": metrics_csv(options["logger"]),
     }
     save_torch_atomic({"model": cfg["model"]["name"], "model_args": cfg["model"].get("args", {}),
                        "n_mels": n_mels, "frames": frames, "n_classes": n_classes, "seq_len": seq_len,

@@ -297,23 +297,34 @@ def demo(out_dir: Path, n_records: int = 1500, seed: int = 0) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- reading
-def _read_excel(path: Path) -> pd.DataFrame:
+def _read_excel(path: Path, has_columns: Callable[[pd.DataFrame], bool] = lambda table: True) -> pd.DataFrame:
+    """The sheet of a workbook that has the expected columns: the only sheet, or the only one of several that
+    ``has_columns``; a workbook with none or several such sheets (e.g. a filtered copy added as a sheet) is refused,
+    naming its sheets."""
     if not path.is_file():
         raise ConversionError(f"{path}: missing (is {path.parent} a Chapman–Shaoxing figshare tree?)")
     try:
-        return pd.read_excel(path, sheet_name=0)
+        sheets = pd.read_excel(path, sheet_name=None)
     except ImportError as exc:
         raise ConversionError(f"{path}: reading .xlsx needs openpyxl (pip install openpyxl): {exc}") from exc
     except Exception as exc:  # openpyxl/zipfile raise many types for a damaged workbook
         raise ConversionError(f"{path}: not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from exc
+    if len(sheets) == 1:
+        return next(iter(sheets.values()))
+    matching = [name for name, table in sheets.items() if has_columns(table)]
+    if len(matching) != 1:
+        raise ConversionError(f"{path}: {len(sheets)} sheets ({', '.join(map(repr, sheets))}), "
+                              f"{len(matching)} of them with the expected columns; keep the release's sheet only")
+    log.info("%s: reading sheet %r of %d", path, matching[0], len(sheets))
+    return sheets[matching[0]]
 
 
 def _norm_column(name) -> str:
     return re.sub(r"[\s_]", "", str(name)).lower()
 
 
-def _name_table(path: Path, reader: Callable[[Path], pd.DataFrame], code_column: str = "acronymname") -> pd.DataFrame:
-    table = reader(path)
+def _name_table(path: Path, reader: Callable[..., pd.DataFrame], code_column: str = "acronymname") -> pd.DataFrame:
+    table = reader(path, lambda t: code_column in {_norm_column(c) for c in t.columns})
     columns = {_norm_column(c): c for c in table.columns}
     if code_column not in columns:
         raise ConversionError(f"{path}: no 'Acronym Name' column (columns: {list(table.columns)})")
@@ -338,7 +349,7 @@ def read_name_tables(raw_dir: Path) -> dict[str, dict[str, str]]:
 
 def read_diagnostics(raw_dir: Path) -> pd.DataFrame:
     path = Path(raw_dir) / DIAGNOSTICS
-    diag = _read_excel(path)
+    diag = _read_excel(path, lambda table: all(c in table.columns for c in REQUIRED_COLUMNS))
     missing = [c for c in REQUIRED_COLUMNS if c not in diag.columns]
     if missing:
         raise ConversionError(f"{path}: missing columns {missing} (has {list(diag.columns)})")
@@ -634,7 +645,7 @@ def read_snomed_table(raw_dir: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
 
-    def reader(p: Path) -> pd.DataFrame:
+    def reader(p: Path, _has_columns=None) -> pd.DataFrame:
         try:
             return pd.read_csv(p, dtype=str)
         except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
