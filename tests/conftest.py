@@ -137,3 +137,71 @@ def fake_host():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------------- fault-injection table
+def pytest_addoption(parser):
+    parser.addoption("--fault-table", metavar="PATH",
+                     help="write the outcome of every fault-injection case that ran (the `fault` fixture) to PATH "
+                          "as a Markdown table")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:   # `-m fault_case` selects every fault-injection case, the `faults` ones included
+        if "fault" in getattr(item, "fixturenames", ()):
+            item.add_marker("fault_case")
+
+
+@pytest.fixture
+def fault(request):
+    """``fault(area, case, outcome)`` records what a fault-injection case ended in, as the test has just asserted
+    it: its row of the table that ``--fault-table`` writes. ``outcome`` starts with one of :data:`OUTCOMES`."""
+
+    def record(area: str, case: str, outcome: str) -> None:
+        if not outcome.startswith(OUTCOMES):
+            raise ValueError(f"outcome {outcome!r} must start with one of {OUTCOMES}")
+        request.node.user_properties.append(("fault", {"area": area, "case": case, "outcome": outcome}))
+
+    return record
+
+
+#: what a fault can end in; "silently accepted" is not among them: a test that sees it fails
+OUTCOMES = ("refused", "quarantined", "resumed identical", "recovered", "identical", "started afresh")
+_FAULT_ROWS: list[dict] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when != "call":
+        return
+    for key, row in report.user_properties:
+        if key == "fault":
+            _FAULT_ROWS.append({**row, "test": report.nodeid.split("::", 1)[-1],
+                                "passed": report.passed})
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--fault-table")
+    if not path or hasattr(session.config, "workerinput"):   # under xdist the controller writes it
+        return
+    rows = sorted(_FAULT_ROWS, key=lambda r: (r["area"], r["case"]))
+    failed = [r for r in rows if not r["passed"]]
+    import os
+    import platform
+
+    import torch
+
+    silent = "silently accepted: 0 (a case whose outcome is not one of " + ", ".join(OUTCOMES) + " fails its test)"
+    lines = ["# Fault injection", "",
+             "Every case injects one fault through the real command-line or Snakemake path and asserts the outcome "
+             "in the table. Written by `bash scripts/test.sh -m fault_case --fault-table docs/faults.md` on "
+             f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch "
+             f"{torch.__version__}.", "",
+             f"{len(rows)} cases: {len(rows) - len(failed)} passed, {len(failed)} failed; {silent}. Resumed runs: "
+             f"{sum(r['outcome'].startswith('resumed identical') for r in rows if r['passed'])}, all identical to "
+             "uninterrupted runs.", "",
+             "| area | fault | outcome | test |", "|---|---|---|---|"]
+    lines += [f"| {r['area']} | {r['case']} | {r['outcome'] if r['passed'] else 'FAILED'} | `{r['test']}` |"
+              for r in rows]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n")

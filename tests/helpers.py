@@ -18,7 +18,7 @@ import wfdb
 
 from physiossl.cli import main
 from physiossl.data.sources import ConversionError
-from physiossl.data.store import open_store, quarantine_path
+from physiossl.data.store import open_store, quarantine_path, refused_quarantine_path
 
 # the 12 standard leads in the canonical order, written out independently of physiossl.data.store.LEADS
 CANONICAL = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -46,6 +46,18 @@ def leftovers(directory: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- records
+def update_checksums(hea: Path, samples: np.ndarray) -> None:
+    """Set a WFDB header's per-signal checksums (16-bit sums) to those of the digital ``samples`` (T, n_sig): the
+    header a record written with these samples would have."""
+    lines = hea.read_text().splitlines()
+    sums = samples.astype(np.int64).sum(axis=0) % 65536
+    for k in range(samples.shape[1]):
+        fields = lines[1 + k].split(" ")
+        fields[6] = str(int(sums[k]))
+        lines[1 + k] = " ".join(fields)
+    hea.write_text("\n".join(lines) + "\n")
+
+
 def wfdb_canonical(stem: Path) -> np.ndarray:
     """(12, T) float32 in the canonical lead order, straight from wfdb."""
     rec = wfdb.rdrecord(str(stem))
@@ -55,9 +67,9 @@ def wfdb_canonical(stem: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- conversion
-def read_quarantine(store: Path) -> dict[str, str]:
-    """{record: reason} from the quarantine CSV written next to ``store``."""
-    with open(quarantine_path(store), newline="") as fh:
+def read_quarantine(store: Path, refused: bool = False) -> dict[str, str]:
+    """{record: reason} from the quarantine CSV next to ``store`` (``refused``: that of a refused conversion)."""
+    with open(refused_quarantine_path(store) if refused else quarantine_path(store), newline="") as fh:
         return {r["record"]: r["reason"] for r in csv.DictReader(fh)}
 
 
@@ -68,10 +80,10 @@ def assert_fraction_failure(convert, raw: Path, out: Path, max_quarantine_fracti
         convert(raw, out, fs=100, max_quarantine_fraction=max_quarantine_fraction, progress=False)
     message = str(info.value)
     assert str(raw) in message
-    assert str(quarantine_path(out)) in message
-    assert not out.exists()
+    assert str(refused_quarantine_path(out)) in message
+    assert not out.exists() and not quarantine_path(out).exists()
     assert not leftovers(out.parent)
-    return read_quarantine(out)
+    return read_quarantine(out, refused=True)
 
 
 def assert_missing_input_fails(convert, raw: Path, name: str, out: Path) -> None:

@@ -80,7 +80,10 @@ def small_demo(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def demo_copy(small_demo, tmp_path) -> Path:
-    return copy_tree(small_demo, tmp_path / "raw")
+    """A copy of the demo tree to modify; its SHA256SUMS.txt would (rightly) refuse modified files."""
+    raw = copy_tree(small_demo, tmp_path / "raw")
+    (raw / "SHA256SUMS.txt").unlink()
+    return raw
 
 
 # --------------------------------------------------------------------------------------------- real files
@@ -326,8 +329,8 @@ DAMAGES = {
     "wrong_column_count": (_damage_columns, r"11 columns, expected 12"),
     "header_missing_lead": (_damage_header_lead, r"missing lead.*V6"),
     "nan_sample": (_damage_nan, r"NaN.*row 251, column 8"),
-    "unknown_rhythm": (_damage_rhythm, r"unknown rhythm code 'XYZ'"),
-    "unknown_condition": (_damage_condition, r"unknown condition.*FOO"),
+    "unknown_rhythm": (_damage_rhythm, r"unknown label code: rhythm code 'XYZ'"),
+    "unknown_condition": (_damage_condition, r"unknown label code: condition code 'FOO'"),
 }
 
 

@@ -24,7 +24,7 @@ from physiossl.data.sources._challenge import _read_fallback, read_challenge_rec
 from physiossl.data.store import LEADS, open_store, read_labels, read_meta
 
 from helpers import (assert_cli_converts, assert_failure_keeps_previous_store, assert_fraction_failure,
-                     assert_missing_input_fails, copy_tree, read_quarantine, wfdb_canonical)
+                     assert_missing_input_fails, copy_tree, read_quarantine, update_checksums, wfdb_canonical)
 
 SOURCE_DIRS = {"cpsc_2018": 500, "cpsc_2018_extra": 500, "st_petersburg_incart": 257, "ptb": 1000,
                "ptb-xl": 500, "georgia": 500}
@@ -73,7 +73,10 @@ def store(demo_tree, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def raw_copy(demo_tree, tmp_path) -> Path:
-    return copy_tree(demo_tree, tmp_path / "raw")
+    """A copy of the demo tree to modify; its SHA256SUMS.txt would (rightly) refuse modified files."""
+    raw = copy_tree(demo_tree, tmp_path / "raw")
+    (raw / "SHA256SUMS.txt").unlink()
+    return raw
 
 
 # --------------------------------------------------------------------------------------------- reader
@@ -164,6 +167,7 @@ def _mat_with_nan_marker(hea: Path) -> None:
     val = scipy.io.loadmat(str(mat))["val"]
     val[3, 100] = -32768
     scipy.io.savemat(str(mat), {"val": val}, format="4")
+    update_checksums(hea, val.T)   # as a record written with the marker would have them
 
 
 def _float_mat_with_nan(hea: Path) -> None:
@@ -180,7 +184,8 @@ def _resave_val(hea: Path, edit) -> None:
 
 READER_DEFECTS = {
     "mat_wrong_shape": (lambda h: _resave_val(h, lambda v: v[:11]), r"wrong shape.*\(11, 5000\)"),
-    "mat_fewer_samples": (lambda h: _resave_val(h, lambda v: v[:, :4000]), r"4000 samples, header says 5000"),
+    "mat_fewer_samples": (lambda h: _resave_val(h, lambda v: v[:, :4000]),
+                          r"sample count mismatch: .*declares 5000 samples, the data hold 4000"),
     "missing_mat": (lambda h: h.with_suffix(".mat").unlink(), r"missing \.mat"),
     "truncated_mat": (lambda h: h.with_suffix(".mat").write_bytes(h.with_suffix(".mat").read_bytes()[:60024]),
                       r"samples|unreadable|reshape|bytes"),
@@ -412,7 +417,7 @@ QUARANTINE_CASES = {
     "missing_mat": ("ptb", lambda h: h.with_suffix(".mat").unlink(), r"missing \.mat"),
     "eleven_leads": ("ptb-xl", _hea_11_leads, r"12 standard leads"),
     "nan": ("cpsc_2018_extra", _mat_with_nan_marker, r"non-finite"),
-    "unknown_code": ("georgia", _unknown_code, r"unknown SNOMED code 999999999"),
+    "unknown_code": ("georgia", _unknown_code, r"unknown label code: SNOMED code '999999999'"),
     "missing_header": ("cpsc_2018", lambda h: h.unlink(), r"without a \.hea"),
 }
 

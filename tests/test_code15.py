@@ -20,7 +20,7 @@ from scipy.signal import resample_poly
 from physiossl.cli import main
 from physiossl.data.fetch import DownloadError
 from physiossl.data.sources import ConversionError, available, code15, codetest
-from physiossl.data.store import open_store, quarantine_path, read_labels, read_meta
+from physiossl.data.store import open_store, quarantine_path, read_labels, read_meta, refused_quarantine_path
 
 from helpers import read_quarantine
 
@@ -310,7 +310,7 @@ def test_code15_quarantine_cases(code15_tree, tmp_path):
     strict = tmp_path / "strict.zarr"
     with pytest.raises(ConversionError, match="quarantined"):
         code15.convert(raw, strict, progress=False)
-    assert not strict.exists() and quarantine_path(strict).is_file()
+    assert not strict.exists() and refused_quarantine_path(strict).is_file() and not quarantine_path(strict).exists()
 
 
 def test_code15_changed_file_fails_against_sha256sums(code15_tree, tmp_path):

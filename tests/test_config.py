@@ -36,6 +36,35 @@ def test_wrong_value_is_named(config):
         validate_config(config)
 
 
+@pytest.mark.parametrize("key,value,accepted", [
+    ("url", "https://physionet.org/files/ptb-xl/1.0.3/ptb.zip?download=1&x=$(id)", True),   # quoted by commands
+    ("url", "file:///srv/mirror/ptb-xl.zip", True),
+    ("url", "https://physionet.org/files/ptb xl.zip", False),
+    ("url", "physionet.org/files/ptb-xl.zip", False),
+    ("url", 'https://physionet.org/"ptb-xl".zip', False),
+    ("data", "/scratch/my data/physiossl", True),
+    ("data", "data\nresults", False),
+    ("data", "", False),
+])
+def test_urls_and_paths_are_constrained_and_the_message_says_how(config, key, value, accepted, fault):
+    if key == "url":
+        config["datasets"]["ptbxl"].update(mode="download", download={"url": value})
+        name = "datasets.ptbxl.download.url"
+    else:
+        config["paths"]["data"] = value
+        name = "paths.data"
+    if accepted:
+        validate_config(config)
+        return
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    message = str(err.value)
+    assert f"config key '{name}'" in message
+    if value:   # a pattern failed: the message says what the value must be
+        assert ("http(s) or file URL" if key == "url" else "file-system path") in message
+    fault("config", f"{name} = {value!r}", f"refused: {message.splitlines()[-1].strip()}")
+
+
 def test_unknown_method_and_dataset_are_named(config):
     bad = copy.deepcopy(config)
     bad["experiment"]["methods"] = ["simclr", "byol"]

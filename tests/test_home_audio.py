@@ -12,7 +12,8 @@ import soundfile
 
 from physiossl.data.audio import epoch_features, read_audio_file, resample_audio
 from physiossl.data.fetch import DownloadError
-from physiossl.data.sleep_store import open_sleep_store, quarantine_path
+from physiossl.data.sleep_store import open_sleep_store
+from physiossl.data.store import refused_quarantine_path
 from physiossl.data.sources import ConversionError, home_audio, psg_audio
 
 from helpers import copy_tree, leftovers, read_quarantine
@@ -122,7 +123,7 @@ def test_above_fraction_fails_and_leaves_no_store(demo_copy, tmp_path):
     out = tmp_path / "s.zarr"
     with pytest.raises(ConversionError) as info:
         home_audio.convert(demo_copy, out, features=FEATURES, max_quarantine_fraction=0.2, progress=False)
-    assert str(demo_copy) in str(info.value) and str(quarantine_path(out)) in str(info.value)
+    assert str(demo_copy) in str(info.value) and str(refused_quarantine_path(out)) in str(info.value)
     assert not out.exists() and not leftovers(tmp_path)
 
 

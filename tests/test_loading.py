@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from physiossl.data.loading import (CropDataset, SignalCache, WindowDataset, aggregate, collate_batch, crop_batch,
+from physiossl.data.loading import (CropDataset, RandomCrops, SignalCache, WindowDataset, aggregate, collate_batch, crop_batch,
                                     window_starts)
 from physiossl.data.store import EcgStoreWriter, open_store
 
@@ -257,3 +257,28 @@ def test_dataloader_collate_batch(demo_store):
     x, y = next(iter(DataLoader(CropDataset(cache, 250, labels), batch_size=8, collate_fn=collate_batch)))
     assert x.shape == (8, 12, 250) and y.shape == (8, labels.shape[1])
     np.testing.assert_array_equal(y.numpy(), labels[:8])
+
+
+def test_random_crops_are_drawn_by_the_sampler_whatever_the_workers(demo_store):
+    """RandomCrops draws the order and each crop's position from its generator in the loading process: loaders
+    with and without worker processes give the same batches, and a generator restored to a saved state draws
+    the same epoch again."""
+    cache = SignalCache(demo_store, folds=[1, 2])
+    generator = torch.Generator().manual_seed(7)
+    saved = generator.get_state()
+    items = list(RandomCrops(len(cache), generator))
+    assert sorted(row for row, _ in items) == list(range(len(cache)))
+    assert all(0 <= position < 1 for _, position in items)
+
+    dataset = CropDataset(cache, 250)
+    row, position = items[0]
+    start = int(position * (cache.lengths[row] - 250 + 1))
+    np.testing.assert_array_equal(dataset[(row, position)].numpy(), cache.data[row][:, start:start + 250])
+
+    def batches(workers: int) -> list[torch.Tensor]:
+        generator.set_state(saved)
+        return list(DataLoader(dataset, batch_size=16, sampler=RandomCrops(len(cache), generator),
+                               collate_fn=collate_batch, num_workers=workers))
+
+    alone, with_workers = batches(0), batches(2)
+    assert len(alone) == len(with_workers) and all(torch.equal(a, b) for a, b in zip(alone, with_workers))

@@ -45,13 +45,41 @@ def test_pretraining_is_deterministic_under_a_seed(tmp_path, demo_store):
     assert summary["n_records"] > 0 and summary["crop_samples"] == 250 and not summary["resumed"]
 
 
+def encoder_weights(out: Path) -> dict:
+    return torch.load(out, weights_only=True)["state_dict"]
+
+
+def assert_same_encoder(a: Path, b: Path) -> None:
+    wa, wb = encoder_weights(a), encoder_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    sa, sb = (json.loads(p.with_suffix(".json").read_text()) for p in (a, b))
+    assert (sa["steps"], sa["final_train_loss"]) == (sb["steps"], sb["final_train_loss"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, demo_store) -> Path:
+    """The encoder of an uninterrupted 3-epoch SimCLR run (no loader workers)."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    out = tmp / "run" / "encoder.pt"
+    pretrain.run(view(tiny_config(tmp, max_epochs=3)), "simclr", [demo_store], demo_store, out)
+    return out
+
+
+def pretrain_cli(cfg: Path, store: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "physiossl.cli", "pretrain", "--configfile", str(cfg), "--method", "simclr",
+            "--store", str(store), "--eval-store", str(store), "--out", str(out)]
+
+
 @pytest.mark.slow
-def test_pretraining_resumes_after_a_kill_and_restarts_after_a_config_change(tmp_path, demo_store):
-    cfg = tiny_config(tmp_path, max_epochs=20)
+def test_pretraining_killed_with_sigkill_resumes_to_the_uninterrupted_encoder(tmp_path, demo_store, uninterrupted,
+                                                                            fault):
+    """kill -9 of the CLI once the first epoch's checkpoint exists; the same command again resumes from it and
+    writes the encoder of an uninterrupted run, bit for bit."""
+    cfg = tiny_config(tmp_path, max_epochs=3)
     out = tmp_path / "run" / "encoder.pt"
-    cmd = [sys.executable, "-m", "physiossl.cli", "pretrain", "--configfile", str(cfg), "--method", "simclr",
-           "--store", str(demo_store), "--eval-store", str(demo_store), "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(pretrain_cli(cfg, demo_store, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = out.parent / "lightning" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -61,14 +89,76 @@ def test_pretraining_resumes_after_a_kill_and_restarts_after_a_config_change(tmp
     assert last.exists(), "no checkpoint was written before the kill"
     assert not out.exists(), "a killed run must not leave a final encoder"
     killed_at = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
-    assert killed_at < 19
-    summary = pretrain.run(view(cfg), "simclr", [demo_store], demo_store, out)
-    assert summary["resumed"] and summary["epochs"] == 20
-    assert out.exists()
+    assert killed_at < 2
+    subprocess.run(pretrain_cli(cfg, demo_store, out), check=True, capture_output=True, timeout=600)
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["resumed"] and summary["resumed_after_epochs"] == killed_at + 1 and summary["epochs"] == 3
+    assert_same_encoder(out, uninterrupted)
+    assert [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []
+    fault("training", "pretraining CLI killed with SIGKILL after an epoch's checkpoint",
+          "resumed identical: encoder, steps and final loss equal an uninterrupted run's")
 
     changed = tiny_config(tmp_path, max_epochs=2)
     summary = pretrain.run(view(changed), "simclr", [demo_store], demo_store, out)
     assert not summary["resumed"] and summary["epochs"] == 2
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pretraining_resumes_to_the_same_encoder_with_any_number_of_loader_workers(
+        tmp_path, demo_store, uninterrupted, monkeypatch, workers, fault):
+    """The crops and the order come from a generator drawn in the main process and checkpointed (RandomCrops):
+    with loader worker processes, a run killed during its second epoch and resumed ends with the encoder of an
+    uninterrupted run without workers."""
+    from lightning.pytorch.callbacks import Callback
+
+    from physiossl.stages import common
+
+    class KillDuringSecondEpoch(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.current_epoch == 1:
+                raise _Killed()
+
+    make = common.resumable_training
+
+    def killed(*args, **kwargs):
+        options, resume = make(*args, **kwargs)
+        return {**options, "callbacks": [*options["callbacks"], KillDuringSecondEpoch()]}, resume
+
+    cfg = tiny_config(tmp_path, max_epochs=3, num_workers=workers)
+    out = tmp_path / "run" / "encoder.pt"
+    monkeypatch.setattr(pretrain, "resumable_training", killed)
+    with pytest.raises(_Killed):
+        pretrain.run(view(cfg), "simclr", [demo_store], demo_store, out)
+    monkeypatch.undo()
+    summary = pretrain.run(view(cfg), "simclr", [demo_store], demo_store, out)
+    assert summary["resumed"] and summary["resumed_after_epochs"] == 1
+    assert_same_encoder(out, uninterrupted)
+    fault("training", f"pretraining killed during epoch 2, {workers} loader workers",
+          "resumed identical: encoder, steps and final loss equal an uninterrupted run's (without workers)")
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path, demo_store, uninterrupted, caplog,
+                                                                    fault):
+    cfg = tiny_config(tmp_path, max_epochs=3)
+    out = tmp_path / "run" / "encoder.pt"
+    pretrain.run(view(cfg), "simclr", [demo_store], demo_store, out)
+    last = out.parent / "lightning" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])     # a truncated copy
+    out.unlink()
+    with caplog.at_level("WARNING"):
+        summary = pretrain.run(view(cfg), "simclr", [demo_store], demo_store, out)
+    assert not summary["resumed"]
+    assert f"cannot resume from {last}" in caplog.text and "starting afresh" in caplog.text
+    assert last.with_name("last.ckpt.corrupt").exists()
+    assert_same_encoder(out, uninterrupted)
+    fault("training", "truncated last.ckpt", "started afresh: the warning names the checkpoint, which is moved to "
+          "last.ckpt.corrupt; the encoder equals an uninterrupted run's")
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ import pytest
 
 from physiossl.data.audio import epoch_features, mix_channels, resample_audio
 from physiossl.data.fetch import DownloadError
-from physiossl.data.sleep_store import open_sleep_store, quarantine_path
+from physiossl.data.sleep_store import open_sleep_store
+from physiossl.data.store import refused_quarantine_path
 from physiossl.data.sources import ConversionError, psg_audio
 
 from helpers import copy_tree, leftovers, read_quarantine, sha256
@@ -373,10 +374,10 @@ def test_above_fraction_fails_and_leaves_no_store(demo_copy, tmp_path):
     out = tmp_path / "s.zarr"
     with pytest.raises(ConversionError) as info:
         psg_audio.convert(demo_copy, out, features=FEATURES, max_quarantine_fraction=0.1, progress=False)
-    assert str(demo_copy) in str(info.value) and str(quarantine_path(out)) in str(info.value)
+    assert str(demo_copy) in str(info.value) and str(refused_quarantine_path(out)) in str(info.value)
     assert "1 of 3 nights" in str(info.value)
     assert not out.exists() and not leftovers(tmp_path)
-    assert len(read_quarantine(out)) == 1
+    assert len(read_quarantine(out, refused=True)) == 1
 
 
 def test_not_a_psg_audio_tree(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from physiossl.data.sources import ptbxl
 from physiossl.data.store import LEADS, open_store, read_labels, read_meta
 
 from helpers import (CANONICAL, assert_cli_converts, assert_failure_keeps_previous_store, assert_fraction_failure,
-                     assert_missing_input_fails, copy_tree, read_quarantine, sha256, wfdb_canonical)
+                     assert_missing_input_fails, copy_tree, read_quarantine, sha256, update_checksums,
+                     wfdb_canonical)
 
 RHYTHMS = {"SR", "SBRAD", "STACH", "AFIB", "SARRH"}
 
@@ -28,7 +30,10 @@ def ptbxl_raw(fixtures) -> Path:
 
 @pytest.fixture
 def raw_copy(ptbxl_raw, tmp_path) -> Path:
-    return copy_tree(ptbxl_raw, tmp_path / "raw")
+    """A copy of the fixture tree to modify; its SHA256SUMS.txt would (rightly) refuse modified files."""
+    raw = copy_tree(ptbxl_raw, tmp_path / "raw")
+    (raw / "SHA256SUMS.txt").unlink()
+    return raw
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +281,7 @@ def test_quarantine_nan_sample(raw_copy, tmp_path):
     samples = np.fromfile(dat, dtype="<i2")
     samples[12 * 100 + 4] = -32768  # WFDB format 16's "no sample" value, read as NaN
     samples.tofile(dat)
+    update_checksums(dat.with_suffix(".hea"), samples.reshape(-1, 12))   # as a record written with it would have
     assert np.isnan(wfdb.rdrecord(str(dat.with_suffix(""))).p_signal).sum() == 1
     out, summary = _convert_damaged(raw_copy, tmp_path)
     _assert_quarantined(out, summary, "2", r"non-finite|nan")
@@ -348,3 +354,21 @@ def test_permuted_lead_order_is_mapped_by_name(raw_copy, ptbxl_raw, tmp_path):
     out = tmp_path / "perm.zarr"
     ptbxl.convert(raw_copy, out, fs=100, max_quarantine_fraction=0.0, progress=False)
     np.testing.assert_array_equal(open_store(out)["signals"][1], wfdb_canonical(ptbxl_raw / "records100/00000/00002_lr"))
+
+
+def test_a_trimmed_tree_converts_and_a_record_whose_file_is_gone_is_quarantined(demo_tree, tmp_path, caplog):
+    """A user who deleted `records500/` to save space (its lines still in SHA256SUMS.txt) converts at 100 Hz; a
+    record whose 100 Hz file is gone too is quarantined as unreadable, and the store's provenance counts the
+    absent files. A file that is there but differs is still refused (tests/test_bad_input.py)."""
+    raw = copy_tree(demo_tree, tmp_path / "raw")
+    shutil.rmtree(raw / "records500")
+    gone = sorted((raw / "records100").rglob("*_lr.dat"))[0]
+    gone.unlink()
+    out = tmp_path / "ptbxl_100hz.zarr"
+    with caplog.at_level("WARNING"):
+        ptbxl.convert(raw, out, fs=100, progress=False, max_quarantine_fraction=0.01)
+    assert "files that SHA256SUMS.txt lists are absent" in caplog.text
+    quarantined = read_quarantine(out)
+    assert list(quarantined) == [str(int(gone.name.split("_")[0]))]
+    checks = open_store(out).attrs["provenance"]["input_checks"]
+    assert checks["sha256sums"].endswith(f"{1 + len(list((demo_tree / 'records500').rglob('*.*')))} listed files absent")

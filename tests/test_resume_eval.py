@@ -22,7 +22,7 @@ from test_pretrain import REPO
 from test_sleep_pipeline import tiny_sleep_config, tiny_stores  # noqa: F401  (tiny_stores is a fixture)
 
 #: fields of a result file that describe the run rather than its numbers
-RUN_FIELDS = ("seconds", "resumed", "metrics_csv")
+RUN_FIELDS = ("seconds", "resumed", "resumed_after_epochs", "metrics_csv")
 
 
 class Killed(Exception):
@@ -101,7 +101,7 @@ def run_eval(config: dict, protocol: str, store: Path, out: Path, encoder: Path)
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol,kill_epoch", [("linear", 2), ("finetune", 1)])
 def test_evaluation_resumes_to_the_uninterrupted_result(demo_store, encoder_file, tmp_path, monkeypatch, protocol,
-                                                        kill_epoch):
+                                                        kill_epoch, fault):
     config = ecg_config()
     reference = tmp_path / "uninterrupted" / f"{protocol}.json"
     first = run_eval(config, protocol, demo_store, reference, encoder_file)
@@ -122,7 +122,10 @@ def test_evaluation_resumes_to_the_uninterrupted_result(demo_store, encoder_file
 
     resumed = run_eval(config, protocol, demo_store, out, encoder_file)
     assert resumed["resumed"] and resumed["run_id"] == first["run_id"]
+    assert resumed["resumed_after_epochs"] == kill_epoch
     assert_same_results(out, reference)
+    fault("training", f"{protocol} evaluation killed during epoch {kill_epoch + 1}",
+          "resumed identical: result, predictions and last weights equal an uninterrupted run's")
 
     again = run_eval(config, protocol, demo_store, out, encoder_file)   # a finished run resumes at its end
     assert again["resumed"]
@@ -151,7 +154,8 @@ def test_a_new_encoder_file_starts_the_evaluation_afresh(demo_store, encoder_fil
 
 
 @pytest.mark.slow
-def test_periodic_regression_resumes_to_the_uninterrupted_result(demo_store, encoder_file, tmp_path, monkeypatch):
+def test_periodic_regression_resumes_to_the_uninterrupted_result(demo_store, encoder_file, tmp_path, monkeypatch,
+                                                                 fault):
     view = stage_view(ecg_config(), "evaluate_periodic", protocol="linear", subset="all")
     reference = tmp_path / "uninterrupted" / "linear.json"
     first = periodic.run(view, "simclr", "linear", demo_store, reference, checkpoint=encoder_file)
@@ -163,6 +167,8 @@ def test_periodic_regression_resumes_to_the_uninterrupted_result(demo_store, enc
     monkeypatch.undo()
     assert periodic.run(view, "simclr", "linear", demo_store, out, checkpoint=encoder_file)["resumed"]
     assert_same_results(out, reference)
+    fault("training", "periodic-target regression killed during epoch 2",
+          "resumed identical: result, predictions and last weights equal an uninterrupted run's")
 
 
 def _train_sleep(config: dict, stores: dict, out: Path) -> dict:
@@ -171,7 +177,7 @@ def _train_sleep(config: dict, stores: dict, out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_sleep_training_resumes_to_the_uninterrupted_result(tiny_stores, tmp_path, monkeypatch):  # noqa: F811
+def test_sleep_training_resumes_to_the_uninterrupted_result(tiny_stores, tmp_path, monkeypatch, fault):  # noqa: F811
     """A semi-supervised run (labeled and unlabeled loaders, augmentations, dropout, cosine learning rate)."""
     config = tiny_sleep_config()
     config["sleep"]["train"]["max_epochs"] = 3
@@ -189,6 +195,8 @@ def test_sleep_training_resumes_to_the_uninterrupted_result(tiny_stores, tmp_pat
     assert_same_results(out, reference)
     weights = [torch.load(p.with_suffix(".pt"), weights_only=True)["state_dict"] for p in (out, reference)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    fault("training", "semi-supervised sleep staging killed during epoch 2",
+          "resumed identical: result, predictions and weights equal an uninterrupted run's")
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ import pytest
 import zarr
 
 from physiossl.cli import main
-from physiossl.data.files import write_manifest
+from physiossl.data.sources import settle_quarantine
+from physiossl.data.files import replace_path, write_manifest
 from physiossl.data.store import (
     ECG_SCHEMA,
     LEADS,
@@ -24,7 +25,6 @@ from physiossl.data.store import (
     quarantine_path,
     read_labels,
     read_meta,
-    replace_path,
     write_quarantine,
 )
 
@@ -123,10 +123,12 @@ def test_verify_store_checks_the_content_of_every_file(small_store, capsys):
 def test_the_store_keeps_its_quarantine_list_and_verify_store_pairs_them(tmp_path, capsys):
     path = tmp_path / "stores" / "toy.zarr"
     published = quarantine_path(path)
-    write_quarantine(published, [("r9", "truncated .dat")])  # as a conversion does before it finishes its store
+    settle_quarantine(tmp_path, path, [("r9", "truncated .dat")], 10, 0.5)  # as a conversion does before finishing
+    assert not published.exists()     # published only once the store is in place
     write_small_store(path)
     assert main(["verify-store", str(path)]) == 0
     assert (path / "quarantine.csv").read_bytes() == published.read_bytes()
+    assert "r9,truncated .dat" in published.read_text() and leftovers(path.parent) == []
     published.write_text("record,reason\nsomething,from another run\n")  # a list left by another conversion
     assert main(["verify-store", str(path)]) == 1
     assert f"{published} is not the quarantine list of {path}" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import json
 import logging
@@ -365,6 +366,25 @@ def _log_to(path: Path, argv: list[str]) -> None:
     print(f"==== {started} physiossl {' '.join(argv)}", flush=True)
 
 
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The ENOSPC error behind ``exc`` (itself, or what it was raised from), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _written(exc: OSError, args) -> str:
+    """What the command was writing when the disk filled: its output, and the file the error names."""
+    output, file = getattr(args, "out", None) or getattr(args, "out_dir", None), exc.filename
+    if output and file and str(file) != str(output):
+        return f"{output} ({file})"
+    return str(output or file or "its output")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.log:
@@ -382,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        full = _disk_full(exc)
+        if full is not None:
+            message = f"the disk is full (no space left on device) while writing {_written(full, args)}: {message}"
         print(f"physiossl {args.command}: error: {message}", file=sys.stderr)
         return 1
     print(json.dumps(result, default=str))

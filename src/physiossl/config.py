@@ -42,7 +42,10 @@ def validate_config(config: dict, source: str = "<config>") -> dict:
         lines = []
         for err in errors:
             key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            lines.append(f"  config key '{key}': {err.message}")
+            message = err.message
+            if err.validator == "pattern" and err.schema.get("description"):   # say what the pattern means
+                message = f"{err.instance!r} is not {' '.join(err.schema['description'].split())}"
+            lines.append(f"  config key '{key}': {message}")
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
     _check_cross_keys(config, source)
     return config

@@ -37,7 +37,7 @@ import requests
 import urllib3
 from tqdm.auto import tqdm
 
-from .files import replace_path, sha256_file
+from .files import replace_path, sha256_file, tmp_sibling
 
 __all__ = [
     "DownloadError",
@@ -327,12 +327,14 @@ def download_file(
     dest = Path(dest)
     hashes = {name: value.lower() for name, value in (("sha256", expected_sha256), ("md5", expected_md5)) if value}
 
+    cached = ""   # what a cached copy that failed verification had (it is deleted and fetched again)
     if dest.exists():
         problems = _mismatches(dest, expected_size, hashes)
         if not problems:
             log.debug("%s already exists and matches what is expected; skipping download", dest)
             return dest
-        log.warning("%s exists but has %s; deleted it and downloading again", dest, "; ".join(problems))
+        cached = "; ".join(problems)
+        log.warning("the cached %s failed verification (%s): deleted it and downloading it again", dest, cached)
         _unlink_quietly(dest)
 
     try:
@@ -376,10 +378,11 @@ def download_file(
     problems = _mismatches(part, expected_size, hashes)
     if problems:
         _unlink_quietly(part)
+        before = f" (the copy cached there before also failed verification: {cached}; it was deleted)" if cached else ""
         raise DownloadError(
-            f"verification failed for {dest.name} (from {url}): {'; '.join(problems)}. The downloaded file was deleted; "
-            f"rerun to fetch it again. If it fails again, the host serves a different file than it publishes: "
-            f"report it to the host, or opt out of verification (download.verify: false) at your own risk"
+            f"verification failed for {dest} (from {url}): {'; '.join(problems)}. The downloaded file was deleted"
+            f"{before}; rerun to fetch it again. If it fails again, the host serves a different file than it "
+            f"publishes: report it to the host, or opt out of verification (download.verify: false) at your own risk"
         )
 
     try:
@@ -463,12 +466,14 @@ def safe_extract_zip(archive: Path, target: Path) -> list[Path]:
 # --------------------------------------------------------------------------- verification
 
 
-def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt") -> int:
+def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt", absent: list[str] | None = None) -> int:
     """Verify the files listed in ``root / sums_file``; return how many were checked.
 
     Lines read ``<sha256 hex>  <relative path>`` (a ``*`` binary marker before the
     path is accepted; blank lines and ``#`` comments are skipped). Missing files and
-    hash mismatches are collected and reported together in one :class:`DownloadError`.
+    hash mismatches are collected and reported together in one :class:`DownloadError`;
+    with a list as ``absent``, missing files are appended to it instead (a tree the user
+    has trimmed, e.g. PTB-XL without its 500 Hz records).
     """
     root = Path(root)
     sums_path = root / sums_file
@@ -499,7 +504,10 @@ def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt") -> int:
             problems.append(f"{rel}: path lies outside {root}")
             continue
         if not path.is_file():
-            problems.append(f"{rel}: missing (expected sha256 {expected})")
+            if absent is not None:
+                absent.append(rel)
+            else:
+                problems.append(f"{rel}: missing (expected sha256 {expected})")
             continue
         try:
             actual = sha256_file(path)
@@ -517,8 +525,9 @@ def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt") -> int:
             f"{sums_path}: {len(problems)} of {len(entries)} files failed verification:\n"
             f"  {shown}{tail}"
         )
-    log.info("verified %d files against %s", len(entries), sums_path)
-    return len(entries)
+    verified = len(entries) - len(absent or ())
+    log.info("verified %d files against %s", verified, sums_path)
+    return verified
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -559,7 +568,7 @@ def fetch_archive_tree(
     verified = archive_sha256 is not None or download_kw.get("expected_md5") is not None
     download_file(url, archive, expected_sha256=archive_sha256, progress=progress, **download_kw)
 
-    tmp = parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    tmp = tmp_sibling(out_dir)   # also removes the extraction folders of killed runs
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -569,7 +578,7 @@ def fetch_archive_tree(
             if not verified:
                 _unlink_quietly(archive)
                 raise CorruptArchiveError(
-                    f"{exc} (downloaded from {url}; removed {archive} so a rerun fetches it again)"
+                    f"{exc} (downloaded from {url}; removed the cached {archive} so that a rerun fetches it again)"
                 ) from exc
             raise
 
@@ -581,8 +590,8 @@ def fetch_archive_tree(
                 verify_sha256sums(tree, sums_file)
             except DownloadError as exc:
                 _unlink_quietly(archive)
-                raise DownloadError(f"{exc}\n(downloaded from {url}; removed {archive} so that a rerun downloads "
-                                    f"it again)") from exc
+                raise DownloadError(f"{exc}\n(downloaded from {url}; removed the cached {archive} so that a rerun "
+                                    f"downloads it again)") from exc
 
         try:
             replace_path(tree, out_dir)
@@ -591,7 +600,7 @@ def fetch_archive_tree(
                 f"cannot install extracted tree {tree} as {out_dir}: {exc}"
             ) from exc
     except OSError as exc:
-        raise DownloadError(f"{url}: cannot extract into {tmp}: {exc}") from exc
+        raise DownloadError(f"{url}: cannot install {out_dir} (extracting into {tmp}, now removed): {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("installed %s from %s", out_dir, url)

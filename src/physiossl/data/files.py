@@ -103,11 +103,23 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     replace_path(tmp, final)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = tmp_sibling(path)
+@contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """Yield a temporary path that replaces the file ``final`` only if the block succeeds (removed if it fails)."""
+    final = Path(final)
+    tmp = tmp_sibling(final)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text)
-    replace_path(tmp, Path(path))
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    replace_path(tmp, final)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 MANIFEST = "physiossl_manifest.json"
@@ -128,8 +140,9 @@ def write_manifest(directory: Path) -> dict:
 
 
 def manifest_problems(directory: Path, hashes: bool = False) -> list[str]:
-    """What differs between a directory and its manifest: files missing or of another size (and, with ``hashes``,
-    of other content), each named; files the manifest does not list are ignored (e.g. a tool's timestamp file)."""
+    """What differs between a directory and its manifest: files missing, of another size (and, with ``hashes``, of
+    other content) or not listed (left by an older output: a reader would take them for part of it), each named.
+    Hidden files (a name starting with ``.``, e.g. Snakemake's ``.snakemake_timestamp``) are not part of an output."""
     directory = Path(directory)
     try:
         files = json.loads((directory / MANIFEST).read_text())["files"]
@@ -146,4 +159,8 @@ def manifest_problems(directory: Path, hashes: bool = False) -> list[str]:
             problems.append(f"{name} has {path.stat().st_size:,} bytes, the manifest {entry['size']:,}")
         elif hashes and sha256_file(path) != entry["sha256"]:
             problems.append(f"{name} differs from the manifest (SHA-256)")
+    for path in _listed(directory):
+        name = path.relative_to(directory).as_posix()
+        if name not in files and not any(part.startswith(".") for part in name.split("/")):
+            problems.append(f"{name} is not in the manifest (left by an older copy, or added since)")
     return problems

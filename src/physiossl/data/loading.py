@@ -18,9 +18,9 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 import torch
 import zarr
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
-from .store import StoreError, open_store
+from .store import StoreError, open_store, reading
 
 
 @dataclass
@@ -116,7 +116,8 @@ class SignalCache:
             sel = part.index[(part.index >= start) & (part.index < stop)]
             if len(sel) == 0:
                 continue
-            values = sig[start:stop][sel - start]
+            with reading(part.path, f"signals of records {start}..{stop - 1}"):
+                values = sig[start:stop][sel - start]
             if normalize:
                 values = (values - mean) / std
                 for j, length in enumerate(self.lengths[pos:pos + len(sel)]):
@@ -174,10 +175,14 @@ def take_windows(data: np.ndarray, rows: np.ndarray, starts: np.ndarray, length:
 
 
 def crop_batch(data: np.ndarray, lengths: np.ndarray, rows: np.ndarray, crop: int,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crops of ``crop`` samples from the valid part of each selected record (zero-padded if shorter)."""
+               generator: torch.Generator | None = None, positions: np.ndarray | None = None) -> torch.Tensor:
+    """Crops of ``crop`` samples from the valid part of each selected record (zero-padded if shorter): at
+    ``positions`` (fractions in [0, 1) of the room a record leaves for a crop), else at random ones drawn from
+    ``generator`` (torch's global generator when None)."""
     valid = np.maximum(lengths[rows] - crop, 0)
-    starts = (torch.rand(len(rows), generator=generator).numpy() * (valid + 1)).astype(np.int64)
+    if positions is None:
+        positions = torch.rand(len(rows), generator=generator).numpy()
+    starts = (np.asarray(positions) * (valid + 1)).astype(np.int64)
     out = take_windows(data, rows, starts, crop)
     short = lengths[rows] < crop
     if short.any():
@@ -186,13 +191,32 @@ def crop_batch(data: np.ndarray, lengths: np.ndarray, rows: np.ndarray, crop: in
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
 
+class RandomCrops(Sampler):
+    """A random order of the records and a random crop position for each, both drawn from ``generator`` in the
+    loading process when an epoch starts: items are ``(row, position)`` pairs that :class:`CropDataset` cuts.
+    The crops then depend neither on the loader's worker processes nor on their number, and the generator's state
+    (checkpointed with the run) fixes every epoch to come: a resumed run draws the crops of an uninterrupted one."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = int(n), generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        positions = torch.rand(self.n, generator=self.generator, dtype=torch.float64).tolist()
+        return iter(list(zip(order, positions)))
+
+
 def collate_batch(batch):
     """The datasets return whole batches from ``__getitems__``; nothing is left to collate."""
     return batch
 
 
 class CropDataset(Dataset):
-    """One random crop per record and epoch; with ``labels`` the batch is ``(x, y)``."""
+    """One crop per record and epoch; with ``labels`` the batch is ``(x, y)``. Items are row numbers (a crop at a
+    random position, from torch's global generator) or ``(row, position)`` pairs from :class:`RandomCrops`."""
 
     def __init__(self, cache: SignalCache, crop: int, labels: np.ndarray | None = None):
         self.cache, self.crop, self.labels = cache, int(crop), labels
@@ -200,15 +224,18 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.cache)
 
-    def __getitems__(self, indices: list[int]):
-        rows = np.asarray(indices, dtype=np.int64)
-        x = crop_batch(self.cache.data, self.cache.lengths, rows, self.crop)
+    def __getitems__(self, keys: list):
+        positions = None
+        if keys and isinstance(keys[0], tuple):
+            keys, positions = zip(*keys)
+        rows = np.asarray(keys, dtype=np.int64)
+        x = crop_batch(self.cache.data, self.cache.lengths, rows, self.crop, positions=positions)
         if self.labels is None:
             return x
         return x, torch.from_numpy(self.labels[rows])
 
-    def __getitem__(self, i: int):
-        item = self.__getitems__([i])
+    def __getitem__(self, key):
+        item = self.__getitems__([key])
         return item[0] if self.labels is None else (item[0][0], item[1][0])
 
 

@@ -25,7 +25,7 @@ from .audio import FEATURE_KEYS
 from .loading import collate_batch, window_starts
 from .sleep_stages import UNSCORED, to_view
 from .sleep_store import SLEEP_SCHEMA, open_sleep_store, read_nights
-from .store import StoreError
+from .store import StoreError, reading
 
 __all__ = ["SleepArrays", "load_sleep_arrays", "concat_arrays", "sequence_starts", "short_nights",
            "SequenceDataset", "collate_batch", "accumulate_windows"]
@@ -134,7 +134,8 @@ def load_sleep_arrays(path: str | Path, nights: Sequence[str] | None = None,
             else np.zeros(0, np.int64))
     feat = root["features"]
     features = np.empty((len(rows), *feat.shape[1:]), dtype)
-    _read_rows(feat, rows, features)
+    with reading(path, "the features"):
+        _read_rows(feat, rows, features)
     full = len(rows) == attrs["n_epochs"]
 
     def per_epoch(key: str) -> np.ndarray:

@@ -44,9 +44,8 @@ import zarr
 
 from .. import __version__
 from .audio import FEATURE_KEYS, check_features, feature_attrs, features_from_attrs
-from .files import atomic_dir
 from .sleep_stages import STAGES, UNSCORED
-from .store import StoreError, check_files, quarantine_path, seal, write_quarantine
+from .store import StoreError, check_files, create_array, quarantine_path, reading, store_dir, write_quarantine
 
 __all__ = ["SLEEP_SCHEMA", "EPOCH_S", "CHUNK_EPOCHS", "SHARD_EPOCHS", "SleepStoreWriter", "validate_sleep_store",
            "open_sleep_store", "read_nights", "StoreError", "quarantine_path", "write_quarantine"]
@@ -96,8 +95,8 @@ class SleepStoreWriter:
                              f"got {shard_epochs}")
         self.shard_epochs = shard_epochs
         self._shape = (self.feature["n_mels"], self.feature["frames"])
-        self.features = root.create_array(
-            "features", shape=(shard_epochs, *self._shape), dtype=FEATURE_DTYPE,
+        self.features = create_array(
+            root, "features", shape=(shard_epochs, *self._shape), dtype=FEATURE_DTYPE,
             chunks=(chunk, *self._shape), shards=(shard_epochs, *self._shape), fill_value=0.0,
         )
         self._buffer = np.zeros((shard_epochs, *self._shape), dtype=FEATURE_DTYPE)
@@ -118,14 +117,13 @@ class SleepStoreWriter:
         """A writer of log-mel ``feature`` (the :data:`~physiossl.data.audio.FEATURE_KEYS` parameter set, or another
         store's ``feature`` attr) of the mono mix of ``channels``, with one ``events/<name>`` array per name in
         ``events``; ``shard_epochs`` (a multiple of 64) sets the epochs per shard file."""
-        with atomic_dir(Path(path)) as tmp:
+        with store_dir(Path(path)) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             writer = cls(root, dataset=dataset, feature=feature, channels=channels, source_version=source_version,
                          events=events, shard_epochs=shard_epochs)
             yield writer
             if not writer.finished:
                 raise RuntimeError(f"{path}: SleepStoreWriter.finish() was not called")
-            seal(tmp, path)
 
     @property
     def n_nights(self) -> int:
@@ -303,7 +301,7 @@ class SleepStoreWriter:
         root = self.root
 
         def put(name: str, values: np.ndarray, dtype) -> None:
-            root.create_array(name, shape=values.shape, dtype=dtype, chunks=values.shape)[:] = values
+            create_array(root, name, shape=values.shape, dtype=dtype, chunks=values.shape)[:] = values
 
         put("epochs/night", night, "int32")
         put("epochs/index", index, "int32")
@@ -413,8 +411,9 @@ def validate_sleep_store(path: Path | str) -> dict:
 def open_sleep_store(path: Path | str) -> zarr.Group:
     """Open a sleep store read-only after checking the contract."""
     path = Path(path)
-    root = _group(path)
-    _validate(root, path)
+    with reading(path, "its metadata"):
+        root = _group(path)
+        _validate(root, path)
     return root
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import shutil
 import warnings
 from collections import Counter
@@ -29,9 +30,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
 
 from .. import __version__
-from .files import atomic_dir, manifest_problems, replace_path, tmp_sibling, write_manifest
+from .files import atomic_dir, atomic_file, manifest_problems, tmp_sibling, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +52,35 @@ class StoreError(ValueError):
     """A store does not follow the contract."""
 
 
+def create_array(group: zarr.Group, name: str, **kwargs) -> zarr.Array:
+    """``group.create_array`` with checksummed chunks (zstd frame checksums): a changed byte in a chunk fails its
+    read, instead of decoding to other values; the shard indexes carry their own CRC32C."""
+    return group.create_array(name, compressors=[ZstdCodec(level=0, checksum=True)], **kwargs)
+
+
 def write_quarantine(path: Path, entries: Sequence[tuple[str, str]]) -> None:
     """Write ``<store>.quarantine.csv`` (record, reason), atomically; written even when empty."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_sibling(path)
-    with open(tmp, "w", newline="") as fh:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["record", "reason"])
         writer.writerows(entries)
-    replace_path(tmp, path)
 
 
 def quarantine_path(store: Path) -> Path:
+    """``<store>.quarantine.csv``: the copy of a store's quarantine list next to it, published after the store."""
     store = Path(store)
     return store.with_name(store.name + ".quarantine.csv")
+
+
+def refused_quarantine_path(store: Path) -> Path:
+    """Where a refused conversion leaves its quarantine list (an earlier store at ``store`` keeps its own)."""
+    store = Path(store)
+    return store.with_name(store.name + ".refused.quarantine.csv")
+
+
+def pending_quarantine(store: Path) -> Path:
+    """The quarantine list of a conversion in progress, taken into the store when it is sealed (:func:`seal`)."""
+    return tmp_sibling(quarantine_path(store))
 
 
 class EcgStoreWriter:
@@ -85,8 +101,8 @@ class EcgStoreWriter:
             raise StoreError(f"workers must be at least 1, got {workers}")
         self.workers = int(workers)
         self._pool: ProcessPoolExecutor | None = None
-        self.signals = root.create_array(
-            "signals", shape=(capacity, len(LEADS), n_samples), dtype="float32",
+        self.signals = create_array(
+            root, "signals", shape=(capacity, len(LEADS), n_samples), dtype="float32",
             chunks=(CHUNK_RECORDS, len(LEADS), n_samples),
             shards=(SHARD_RECORDS, len(LEADS), n_samples), fill_value=0.0,
         )
@@ -111,7 +127,7 @@ class EcgStoreWriter:
              workers: int = 1) -> Iterator["EcgStoreWriter"]:
         """A writer for at most ``capacity`` records of at most ``n_samples`` samples at ``fs`` Hz, deriving the
         heart rates in ``workers`` processes."""
-        with atomic_dir(Path(path)) as tmp:
+        with store_dir(Path(path)) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             writer = cls(root, max(capacity, 1), n_samples, fs, workers)
             try:
@@ -120,7 +136,6 @@ class EcgStoreWriter:
                 writer.close()
             if not writer.finished:
                 raise RuntimeError(f"{path}: EcgStoreWriter.finish() was not called")
-            seal(tmp, path)
 
     @property
     def n_records(self) -> int:
@@ -209,16 +224,16 @@ class EcgStoreWriter:
             raise StoreError(f"dataset {dataset}: no record could be converted")
         self.signals.resize((n, len(LEADS), self.n_samples))
         root = self.root
-        root.create_array("lengths", shape=(n,), dtype="int32", chunks=(n,))[:] = np.asarray(self.lengths, np.int32)
+        create_array(root, "lengths", shape=(n,), dtype="int32", chunks=(n,))[:] = np.asarray(self.lengths, np.int32)
         for col, dtype in META_COLUMNS.items():
             values = self.meta[col]
             if dtype is str:
                 arr = np.array(["" if v is None else str(v) for v in values], dtype=str)
-                root.create_array(f"meta/{col}", shape=(n,), dtype=str, chunks=(n,))[:] = arr
+                create_array(root, f"meta/{col}", shape=(n,), dtype=str, chunks=(n,))[:] = arr
             else:
                 fill = np.nan if dtype.startswith("float") else 0
                 arr = np.array([fill if v is None else v for v in values], dtype=dtype)
-                root.create_array(f"meta/{col}", shape=(n,), dtype=dtype, chunks=(n,))[:] = arr
+                create_array(root, f"meta/{col}", shape=(n,), dtype=dtype, chunks=(n,))[:] = arr
         for name, classes in label_sets.items():
             index = {c: k for k, c in enumerate(classes)}
             hot = np.zeros((n, len(classes)), dtype=np.uint8)
@@ -228,19 +243,19 @@ class EcgStoreWriter:
                 for code in codes:
                     if code in index:
                         hot[i, index[code]] = 1
-            arr = root.create_array(f"labels/{name}", shape=hot.shape, dtype="uint8", chunks=hot.shape)
+            arr = create_array(root, f"labels/{name}", shape=hot.shape, dtype="uint8", chunks=hot.shape)
             arr[:] = hot
             arr.attrs["classes"] = list(classes)
         for name, values in {**self.targets, "heart_rate": self.heart_rates}.items():
             values = values + [np.nan] * (n - len(values))
-            root.create_array(f"targets/{name}", shape=(n,), dtype="float32", chunks=(n,))[:] = np.asarray(values, np.float32)
+            create_array(root, f"targets/{name}", shape=(n,), dtype="float32", chunks=(n,))[:] = np.asarray(values, np.float32)
         n_valid = int(np.isfinite(self.heart_rates).sum())
         reasons = dict(sorted(self.heart_rate_reasons.items()))
         log.info("%s: heart_rate derived for %d of %d records; NaN: %s", dataset, n_valid, n,
                  ", ".join(f"{k} {v}" for k, v in reasons.items()) or "none")
         for name, values in self.xrefs.items():
             values = values + [""] * (n - len(values))
-            root.create_array(f"xref/{name}", shape=(n,), dtype=str, chunks=(n,))[:] = np.array(values, dtype=str)
+            create_array(root, f"xref/{name}", shape=(n,), dtype=str, chunks=(n,))[:] = np.array(values, dtype=str)
         mean = self._sum / max(self._count, 1)
         std = np.sqrt(np.maximum(self._sumsq / max(self._count, 1) - mean**2, 0.0))
         root.attrs.update({
@@ -279,22 +294,62 @@ def open_store(path: Path | str) -> zarr.Group:
     """Open an ECG store read-only after checking the contract; raise StoreError naming the problem."""
     path = Path(path)
     check_files(path)
-    root = zarr.open_group(str(path), mode="r")
-    validate_store(root, path)
+    with reading(path, "its metadata"):
+        root = zarr.open_group(str(path), mode="r")
+        validate_store(root, path)
     return root
+
+
+@contextmanager
+def reading(path: Path | str, what: str) -> Iterator[None]:
+    """Turn a failed read of ``what`` in the store at ``path`` (a chunk that fails its checksum, a damaged file)
+    into a StoreError that names the store and what to do."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:   # zarr and the codecs raise many types
+        problems = manifest_problems(Path(path), hashes=True)   # which file: worth a full hash on this path only
+        found = "; ".join(problems[:5]) if problems else "its files match its manifest"
+        raise StoreError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc}); {found}. Pull or copy the "
+                         "store again, or rerun its conversion") from exc
 
 
 STORE_QUARANTINE = "quarantine.csv"
 
 
 def seal(tmp: Path, final: Path) -> None:
-    """Finish a store's temporary folder before its rename: a copy of the quarantine list the conversion wrote
-    (``<final>.quarantine.csv``) as ``quarantine.csv``, so the store and its list are published together, and the
-    manifest of every file."""
-    published = quarantine_path(final)
-    if published.is_file():
-        shutil.copyfile(published, Path(tmp) / STORE_QUARANTINE)
+    """Finish a store's temporary folder before its rename: the quarantine list of the conversion
+    (:func:`pending_quarantine`) goes in as ``quarantine.csv``, then the manifest of every file."""
+    pending = pending_quarantine(final)
+    if pending.is_file():
+        os.replace(pending, Path(tmp) / STORE_QUARANTINE)
     write_manifest(tmp)
+
+
+@contextmanager
+def store_dir(path: Path) -> Iterator[Path]:
+    """The temporary folder of a store (ECG or sleep) being written: when the block succeeds it is sealed
+    (:func:`seal`) and renamed into place, then its quarantine list is published next to it; when it fails,
+    neither the folder nor the pending quarantine list is left."""
+    path = Path(path)
+    try:
+        with atomic_dir(path) as tmp:
+            yield tmp
+            seal(tmp, path)
+    except BaseException:
+        pending_quarantine(path).unlink(missing_ok=True)
+        raise
+    publish_quarantine(path)
+
+
+def publish_quarantine(store: Path) -> None:
+    """After a store's rename: its quarantine list, copied next to it as ``<store>.quarantine.csv`` (a kill before
+    this leaves the earlier copy, which ``physiossl verify-store`` reports as not the store's)."""
+    inside = Path(store) / STORE_QUARANTINE
+    if inside.is_file():
+        with atomic_file(quarantine_path(store)) as tmp:
+            shutil.copyfile(inside, tmp)
 
 
 def check_files(path: Path, hashes: bool = False) -> None:

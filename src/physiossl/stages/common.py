@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from ..config import DEFAULT_LOGGER
-from ..data.files import write_text_atomic
+from ..data.files import atomic_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,8 @@ def _jsonable(value):
 
 
 def save_torch_atomic(obj: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def resolve_device(accelerator: str) -> torch.device:
@@ -151,7 +148,7 @@ def resumable_training(workdir: Path, run_id: str, logger: str = DEFAULT_LOGGER,
 
     The checkpoint is written at the end of each training epoch, after its validation, with the states of the
     random number generators (:class:`RandomState`), so that a run killed at any point and rerun ends with the
-    numbers of an uninterrupted run. ``also``: further checkpoint callbacks (e.g. one that keeps the best epoch);
+    numbers of an uninterrupted run; one that does not load is set aside (:func:`usable_checkpoint`). ``also``: further checkpoint callbacks (e.g. one that keeps the best epoch);
     they save at the end of the training epoch too, before ``last.ckpt``, which therefore holds their state.
     """
     last = run_workdir(workdir, run_id)
@@ -160,7 +157,35 @@ def resumable_training(workdir: Path, run_id: str, logger: str = DEFAULT_LOGGER,
     options = {"default_root_dir": workdir, "logger": training_loggers(logger, workdir, run_name or workdir.name),
                "callbacks": [*also, every_epoch, RandomState(generators)], "enable_checkpointing": True,
                "deterministic": "warn", "enable_model_summary": False, "num_sanity_val_steps": 0}
-    resume = str(last) if last.exists() else None
-    if resume:
-        log.info("resuming from %s", last)
-    return options, resume
+    return options, usable_checkpoint(last)
+
+
+class Resume(str):
+    """The checkpoint a run resumes from (its path, as Lightning's ``ckpt_path`` takes it) and the number of
+    training epochs it holds (``epochs``)."""
+
+    epochs: int
+
+
+def usable_checkpoint(last: Path) -> Resume | None:
+    """``last`` if it exists and loads; a checkpoint that does not load (damaged on disk or in a copy) is moved
+    aside to ``<name>.corrupt``, with a warning naming it, and the run starts afresh."""
+    if not last.exists():
+        return None
+    try:
+        epochs = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]) + 1
+    except Exception as exc:   # torch raises several types for damaged files
+        aside = last.with_name(last.name + ".corrupt")
+        os.replace(last, aside)
+        log.warning("cannot resume from %s (%s: %s): moved it to %s; starting afresh", last, type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "", aside)
+        return None
+    log.info("resuming from %s after %d epochs", last, epochs)
+    resume = Resume(last)
+    resume.epochs = epochs
+    return resume
+
+
+def resume_fields(resume: Resume | None) -> dict:
+    """The fields of a result file that say whether and where a run resumed."""
+    return {"resumed": resume is not None, "resumed_after_epochs": resume.epochs if resume is not None else None}

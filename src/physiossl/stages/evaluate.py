@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 from ..config import ALL_LABELS, DEFAULT_LOGGER
-from ..data.files import sha256_file
+from ..data.files import atomic_file, sha256_file
 from ..data.loading import SignalCache
 from ..data.store import open_store
 from ..eval.bootstrap import bootstrap_ids, macro_auc_ci
 from ..eval.protocols import Split, Task, finetune, linear_eval
 from ..eval.robustness import robustness_curve
 from ..models import build_encoder
-from .common import fingerprint, metrics_csv, resolve_device, resumable_training, write_json
+from .common import fingerprint, metrics_csv, resolve_device, resumable_training, resume_fields, write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def train_protocol(view: dict, protocol: str, encoder: torch.nn.Module, task: Ta
                           trainer_options=options, ckpt_path=resume)
     else:
         raise ValueError(f"unknown protocol {protocol!r}")
-    return result, {"resumed": resume is not None, "run_id": run_id, "metrics_csv": metrics_csv(options["logger"])}
+    return result, {**resume_fields(resume), "run_id": run_id, "metrics_csv": metrics_csv(options["logger"])}
 
 
 def protocol_settings(ev: dict, protocol: str, method: str) -> dict:
@@ -187,10 +187,8 @@ def subset_description(subset: str, n_train_records: int) -> dict:
 
 
 def save_npz(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:   # a file object: NumPy appends no suffix
+        np.savez_compressed(fh, **arrays)
 
 
 __all__ = ["LABEL_CONVENTIONS", "run", "load_encoder", "select_labels", "protocol_settings", "random_encoder_args",

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from ..config import DEFAULT_LOGGER
-from ..data.loading import CropDataset, SignalCache, collate_batch
+from ..data.loading import CropDataset, RandomCrops, SignalCache, collate_batch
 from ..data.store import open_store
 from ..methods import get_method
-from .common import fingerprint, metrics_csv, resumable_training, save_torch_atomic, write_json
+from .common import fingerprint, metrics_csv, resumable_training, resume_fields, save_torch_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +70,24 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
     crop = int(round(method_cfg.get("crop_s", p["crop_s"]) * cache.fs))
     dataset = CropDataset(cache, crop)
     batch_size = min(method_cfg.get("batch_size", trainer_cfg["batch_size"]), len(dataset))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=collate_batch,
-                        num_workers=trainer_cfg["num_workers"], persistent_workers=trainer_cfg["num_workers"] > 0)
+    # the order and the crops come from their own generator, drawn in this process (see RandomCrops); the loader's
+    # generator only seeds its worker processes, which draw nothing: neither touches torch's global generator,
+    # which the augmentations use
+    crops = torch.Generator().manual_seed(view["seed"])
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=RandomCrops(len(dataset), crops), drop_last=True,
+                        collate_fn=collate_batch, num_workers=trainer_cfg["num_workers"],
+                        persistent_workers=trainer_cfg["num_workers"] > 0,
+                        generator=torch.Generator().manual_seed(view["seed"]))
     model = get_method(method)(cfg=method_cfg, encoder=encoder, in_channels=cache.data.shape[1], fs=cache.fs,
                                encoder_args=encoder_args)
 
     workdir = out.parent / "lightning"
     run_id = fingerprint(view, method, [(str(part.path.resolve()), part.attrs.get("created_at")) for part in cache.parts])
     options, resume = resumable_training(workdir, run_id, trainer_cfg.get("logger", DEFAULT_LOGGER),
-                                         run_name=f"pretrain {method}")
+                                         run_name=f"pretrain {method}", generators={"crops": crops})
     trainer = L.Trainer(
         max_epochs=trainer_cfg["max_epochs"], accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"],
         precision=trainer_cfg["precision"], log_every_n_steps=trainer_cfg["log_every_n_steps"], **options)
-    resumed = resume is not None
     trainer.fit(model, loader, ckpt_path=resume, weights_only=True)
 
     summary = {
@@ -89,7 +95,7 @@ def run(view: dict, method: str, stores: list[Path], eval_store: Path, out: Path
         "stores": [str(s) for s in stores], "folds": p["folds"], "world_size": trainer.world_size,
         "n_records": len(dataset), "crop_samples": crop, "epochs": trainer.current_epoch,
         "steps": trainer.global_step, "final_train_loss": float(trainer.callback_metrics.get("train_loss_epoch", float("nan"))),
-        "resumed": resumed, "seconds": round(time.time() - started, 1), "run_id": run_id,
+        **resume_fields(resume), "seconds": round(time.time() - started, 1), "run_id": run_id,
         "metrics_csv": metrics_csv(options["logger"]), "leakage": leakage,
     }
     if not trainer.is_global_zero:  # under DDP, one process writes the outputs

@@ -56,7 +56,7 @@ from ..data.sleep_store import open_sleep_store
 from ..eval.sleep import all_views, night_bootstrap
 from ..losses import ccssl_loss, semi_supervised_contrastive_loss, sequential_consistency_loss
 from ..models.sleep import build_sleep_model
-from .common import fingerprint, metrics_csv, resumable_training, save_torch_atomic, write_json
+from .common import fingerprint, metrics_csv, resumable_training, resume_fields, save_torch_atomic, write_json
 from .evaluate import save_npz
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,6 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
                                          generators=loader_generators(loaders, val_loader), also=(best,))
     trainer = L.Trainer(max_epochs=t["max_epochs"], accelerator=t["accelerator"], devices=1, precision=t["precision"],
                         log_every_n_steps=max(1, min(10, len(loader))), **options)
-    resumed = resume is not None
     trainer.fit(module, loaders, val_loader, ckpt_path=resume, weights_only=True)
 
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
@@ -338,7 +337,7 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
         "split_seed": view["seed"],
         "test": test_metrics, "val": all_views(np.where(np.isnan(val_probs).any(1), -1, val_true),
                                                np.nan_to_num(val_probs).argmax(1), n_classes), "best_epoch": best_epoch,
-        "epochs_trained": trainer.current_epoch, "steps": trainer.global_step, "resumed": resumed,
+        "epochs_trained": trainer.current_epoch, "steps": trainer.global_step, **resume_fields(resume),
         "nights": {"labeled": len(labeled), "hidden_labels": len(hidden), "unlabeled": len(unlabeled.night_ids) if
                    unlabeled is not None else 0, "val": len(split["val"]), "test": len(split["test"])},
         "epochs": {"labeled": int(len(train.stages)), "unlabeled": int(len(unlabeled.stages)) if unlabeled is not None

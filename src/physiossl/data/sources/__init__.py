@@ -9,6 +9,10 @@ Sleep-sound sources (module attribute ``KIND = "sleep"``) write sleep stores (:m
 instead: ``convert(raw_dir, out, *, features=..., channels=None, max_quarantine_fraction=..., workers=1)``, where
 ``features`` is the ``sleep.features`` config section; ``demo``'s ``n_records`` counts nights.
 
+Every source runs the input checks of :mod:`._checks` (sample counts against headers, label codes against their
+tables, WFDB checksums, flat leads and records, the tree against its ``SHA256SUMS.txt``, UTF-8 tables) with one
+policy for what each defect leads to: quarantine or refusal, never a silent store (docs/data-quality.md).
+
 Adding a dataset means adding one module here and a config entry.
 """
 
@@ -27,15 +31,24 @@ class ConversionError(RuntimeError):
 
 def settle_quarantine(raw_dir: Path, out: Path, entries: list[tuple[str, str]], n_total: int,
                       max_fraction: float, unit: str = "records") -> None:
-    """Write ``<out>.quarantine.csv`` and fail when more than ``max_fraction`` of the records are in it."""
-    from ..store import quarantine_path, write_quarantine
+    """Keep the quarantine list for the store being written (it goes into the store, and next to it as
+    ``<out>.quarantine.csv`` once the store is in place); fail when more than ``max_fraction`` of the records are
+    in it, leaving the list as ``<out>.refused.quarantine.csv``."""
+    from ..store import pending_quarantine, write_quarantine
 
-    write_quarantine(quarantine_path(out), entries)
     fraction = len(entries) / max(n_total, 1)
     if fraction > max_fraction:
-        raise ConversionError(
-            f"{raw_dir}: {len(entries)} of {n_total} {unit} ({fraction:.2%}) quarantined, above the configured "
-            f"maximum of {max_fraction:.2%}; see {quarantine_path(out)}")
+        raise refuse_with_quarantine(out, entries, f"{raw_dir}: {len(entries)} of {n_total} {unit} ({fraction:.2%}) "
+                                                   f"quarantined, above the configured maximum of {max_fraction:.2%}")
+    write_quarantine(pending_quarantine(out), entries)
+
+
+def refuse_with_quarantine(out: Path, entries: list[tuple[str, str]], message: str) -> ConversionError:
+    """The ConversionError of a refused conversion, its quarantine list written to ``<out>.refused.quarantine.csv``."""
+    from ..store import refused_quarantine_path, write_quarantine
+
+    write_quarantine(refused_quarantine_path(out), entries)
+    return ConversionError(f"{message}; see {refused_quarantine_path(out)}")
 
 
 def float_or_none(value) -> float | None:

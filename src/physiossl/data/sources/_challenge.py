@@ -20,8 +20,10 @@ those the header is parsed here and ``val`` is read with ``scipy.io.loadmat``, c
 ``(digital - baseline) / gain`` the way wfdb does (float64, then float32). wfdb reads ``16+24`` as raw
 int16 after 24 bytes without looking at the MATLAB header, so its result is used only when the .mat is
 exactly a v4 int16 ``val`` of the header's shape; any other .mat (double values, v5, extra bytes) goes
-through ``loadmat`` too. Both paths apply the same checks and return the same values. Every defect is a ``ValueError`` whose message names the file and the
-problem, so a converter can quarantine the record.
+through ``loadmat`` too. Both paths apply the same checks and return the same values: the sample count of the
+header against the data, the header's checksums against the digital samples, non-finite samples and flat leads
+(:mod:`._checks`). Every defect is a ``ValueError`` whose message names the file and the problem, so a converter
+can quarantine the record.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import scipy.io
 import wfdb
 
 from ..store import LEADS
+from . import _checks as checks
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def read_challenge_record(hea_path: Path) -> ChallengeRecord:
     if not mat_path.is_file():
         raise ValueError(f"{hea_path}: missing .mat file {mat_path.name}")
     try:
-        record = wfdb.rdrecord(str(stem))
+        record = wfdb.rdrecord(str(stem), physical=False)
         problem = _v4_mismatch(mat_path, record)
     except Exception as exc:  # wfdb raises many types for headers it rejects and for bad data files
         problem = f"wfdb: {type(exc).__name__}: {exc}"
@@ -80,7 +83,13 @@ def read_challenge_record(hea_path: Path) -> ChallengeRecord:
     try:
         result = _read_fallback(hea_path)
     except ValueError as fallback_exc:
-        raise ValueError(f"{fallback_exc} ({problem})") from fallback_exc
+        kind = getattr(fallback_exc, "kind", None)
+        message = f"{fallback_exc} ({problem})"
+        if kind:   # keep the defect class (and its exception type) of the fallback's finding
+            exc = type(fallback_exc)(message)
+            exc.kind = kind  # type: ignore[attr-defined]
+            raise exc from fallback_exc
+        raise ValueError(message) from fallback_exc
     log.debug("%s: read by the fallback parser (%s)", hea_path, problem)
     return result
 
@@ -151,12 +160,13 @@ def _v4_mismatch(mat_path: Path, record: wfdb.Record) -> str | None:
 def _from_wfdb(record: wfdb.Record, hea_path: Path) -> ChallengeRecord:
     where = f"{hea_path}: "
     names = _canonical_order(list(record.sig_name or []), record.n_sig, where)
-    signal = record.p_signal
-    if signal is None or signal.ndim != 2 or signal.shape[1] != record.n_sig:
-        raise ValueError(f"{where}wrong shape: signal {None if signal is None else signal.shape}, "
+    digital = record.d_signal
+    if digital is None or digital.ndim != 2 or digital.shape[1] != record.n_sig:
+        raise ValueError(f"{where}wrong shape: signal {None if digital is None else digital.shape}, "
                          f"expected ({record.sig_len}, {record.n_sig})")
-    if signal.shape[0] != record.sig_len:
-        raise ValueError(f"{where}.mat holds {signal.shape[0]} samples, header says {record.sig_len} (truncated?)")
+    checks.check_sample_count(record.sig_len, digital.shape[0], f"{hea_path.name} and {record.file_name[0]}")
+    checks.check_checksums(digital, record.checksum, record.sig_name, str(hea_path))
+    signal = record.dac(return_res=64)        # what wfdb.rdrecord(physical=True) returns, from the same samples
     scale = np.array([unit_scale(u, where) for u in record.units])
     if np.any(scale != 1.0):
         signal = signal * scale[None, :]
@@ -189,7 +199,7 @@ def _read_fallback(hea_path: Path) -> ChallengeRecord:
     signal_lines = body[1:]
     if len(signal_lines) != n_sig:
         raise ValueError(f"{where}record line declares {n_sig} signals, header has {len(signal_lines)} signal lines")
-    files, gains, baselines, units, sig_names = [], [], [], [], []
+    files, gains, baselines, units, sig_names, checksums = [], [], [], [], [], []
     for line in signal_lines:
         parts = line.split()
         if len(parts) < 9:
@@ -213,6 +223,7 @@ def _read_fallback(hea_path: Path) -> ChallengeRecord:
         baselines.append(int(match.group("baseline")) if match.group("baseline") else adc_zero)
         units.append(match.group("units") or "mV")
         sig_names.append(" ".join(parts[8:]))
+        checksums.append(int(parts[6]) if re.fullmatch(r"[-+]?\d+", parts[6]) else None)
     if len(set(files)) != 1:
         raise ValueError(f"{where}signals are spread over several files {sorted(set(files))}")
     names = _canonical_order(sig_names, n_sig, where)
@@ -229,10 +240,11 @@ def _read_fallback(hea_path: Path) -> ChallengeRecord:
     val = np.asarray(content["val"])
     if val.ndim != 2 or val.shape[0] != n_sig:
         raise ValueError(f"{mat_path}: wrong shape: val {val.shape}, expected ({n_sig}, {n_samples})")
-    if val.shape[1] != n_samples:
-        raise ValueError(f"{mat_path}: .mat holds {val.shape[1]} samples, header says {n_samples}")
+    checks.check_sample_count(n_samples, val.shape[1], f"{hea_path.name} and {mat_path.name}")
     if not (np.issubdtype(val.dtype, np.integer) or np.issubdtype(val.dtype, np.floating)):
         raise ValueError(f"{mat_path}: val has dtype {val.dtype}, expected int16")
+    if np.issubdtype(val.dtype, np.integer) or np.isfinite(val).all():
+        checks.check_checksums(np.round(val).astype(np.int64), checksums, sig_names, str(hea_path), time_axis=1)
     digital = val.astype(np.float64)
     if np.issubdtype(val.dtype, np.integer):
         digital[val == _WFDB_INVALID_16] = np.nan
@@ -266,6 +278,7 @@ def _finish(hea_path: Path, name: str, fs: float, signal: np.ndarray, names: lis
     if bad.any():
         raise ValueError(f"{where}{int(bad.sum())} non-finite samples (NaN or WFDB's invalid value -32768)")
     order = [names.index(lead) for lead in LEADS]
+    checks.check_flat(signal, names, str(hea_path))
     comments = parse_comments(comment_lines)
     return ChallengeRecord(
         name=str(name), fs=float(fs),

@@ -43,6 +43,11 @@ Targets (figshare only): ``ventricular_rate`` (VentricularRate, bpm), ``atrial_r
 ``qt_interval_ms``, ``qtc_ms``, ``r_axis_deg``, ``t_axis_deg`` from ``Diagnostics.xlsx`` (the machine's
 measurements, not a reference standard). ``heart_rate``, like in every store, is derived from the signal by
 the store writer (:mod:`physiossl.data.targets`).
+
+Both releases go through the checks every source shares (:mod:`._checks`, docs/data-quality.md): the tree against
+its ``SHA256SUMS.txt`` (refused on a mismatch), a record CSV of other than 5000 rows or not UTF-8, a WFDB header
+whose sample count or checksums the ``.mat`` does not match, a flat lead, an unknown code (figshare: missing from
+the name tables; WFDB: not a SNOMED CT identifier) quarantine the record.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from ..fetch import CorruptArchiveError, DownloadError, fetch_archive_tree, safe
 from ..files import atomic_dir, sha256_file
 from ..store import LEADS, EcgStoreWriter
 from . import ConversionError, float_or_none, settle_quarantine
+from . import _checks as checks
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +282,8 @@ def _demo_row(name: str, spec: synth.EcgSpec, rng: np.random.Generator) -> dict:
 
 def demo(out_dir: Path, n_records: int = 1500, seed: int = 0) -> Path:
     """Write a figshare-format tree of ``n_records`` synthetic records (seeded): ``ECGDataDenoised/*.csv``
-    in µV without header, ``Diagnostics.xlsx`` with the real 16 columns, the real name tables."""
+    in µV without header, ``Diagnostics.xlsx`` with the real 16 columns, the real name tables, and the
+    ``SHA256SUMS.txt`` that :func:`download` writes over the tree it installs."""
     rng = np.random.default_rng(seed)
     stamp = datetime(2018, 1, 11, 8, 0, 0)
     rows = []
@@ -293,6 +300,7 @@ def demo(out_dir: Path, n_records: int = 1500, seed: int = 0) -> Path:
         pd.DataFrame(rows, columns=list(DIAGNOSTICS_COLUMNS)).to_excel(tmp / DIAGNOSTICS, index=False)
         pd.DataFrame(RHYTHM_NAMES, columns=["Acronym Name", "Full Name"]).to_excel(tmp / RHYTHM_TABLE, index=False)
         pd.DataFrame(CONDITION_NAMES, columns=["Acronym Name", "Full Name"]).to_excel(tmp / CONDITION_TABLE, index=False)
+        _write_sha256sums(tmp)          # as download() writes over the installed tree
     return Path(out_dir)
 
 
@@ -364,17 +372,14 @@ def parse_labels(rhythm, beat, rhythm_codes: Iterable[str], condition_codes: Ite
     if not isinstance(rhythm, str) or not rhythm.strip():
         raise ValueError(f"missing Rhythm ({rhythm!r})")
     r = RHYTHM_ALIASES.get(rhythm.strip(), rhythm.strip())
-    if r not in rhythm_codes:
-        raise ValueError(f"unknown rhythm code {rhythm.strip()!r} (not in {RHYTHM_TABLE})")
     if not isinstance(beat, str) or not beat.strip():
         raise ValueError(f"missing Beat ({beat!r}); expected condition codes or {NO_CONDITION}")
     codes = beat.split()
-    if codes == [NO_CONDITION]:
-        return [r], []
-    unknown = [c for c in codes if c not in condition_codes]
-    if unknown:
-        raise ValueError(f"unknown condition code(s) {unknown} (not in {CONDITION_TABLE})")
-    return [r], sorted(set(codes))
+    conditions = [] if codes == [NO_CONDITION] else codes
+    # an unknown code quarantines the record (whether or not it has known ones): nothing is dropped silently
+    checks.check_codes([r], rhythm_codes, RHYTHM_TABLE, what="rhythm code", of=1 + len(conditions))
+    checks.check_codes(conditions, condition_codes, CONDITION_TABLE, what="condition code", of=1 + len(conditions))
+    return [r], sorted(set(conditions))
 
 
 def _is_number(text: str) -> bool:
@@ -394,7 +399,14 @@ def read_csv_record(path: Path, n_samples: int = NATIVE_SAMPLES) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"missing CSV {path.parent.name}/{path.name}")
-    with open(path, newline="") as fh:
+    try:
+        return _read_csv_record(path, n_samples)
+    except UnicodeDecodeError as exc:
+        raise checks.defect("encoding", f"{path.name}: {checks.utf8_problem(path) or exc}") from exc
+
+
+def _read_csv_record(path: Path, n_samples: int) -> np.ndarray:
+    with open(path, newline="", encoding="utf-8") as fh:
         first = fh.readline()
     if not first.strip():
         raise ValueError(f"empty CSV {path.name}")
@@ -408,22 +420,27 @@ def read_csv_record(path: Path, n_samples: int = NATIVE_SAMPLES) -> np.ndarray:
                              if missing else f"header names {len(fields)} columns {fields}, expected the 12 leads")
         order = [names.index(lead) for lead in LEADS]
     else:
+        names = list(CSV_LEADS)
         order = list(range(len(LEADS)))
     try:
         data = pd.read_csv(path, header=None, skiprows=1 if header else 0, dtype=np.float64).to_numpy()
+    except UnicodeDecodeError:
+        raise
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"unreadable CSV {path.name}: {type(exc).__name__}: {exc}") from exc
     if data.ndim != 2 or data.shape[1] != len(LEADS):
         raise ValueError(f"{data.shape[1] if data.ndim == 2 else 0} columns, expected 12 (one per lead)")
     if data.shape[0] < n_samples:
-        raise ValueError(f"truncated CSV: {data.shape[0]} rows, expected {n_samples}")
+        raise checks.defect("sample_count", f"truncated CSV {path.name}: {data.shape[0]} rows, expected {n_samples} "
+                                            f"(10 s at 500 Hz)")
     if data.shape[0] > n_samples:
-        raise ValueError(f"{data.shape[0]} rows, expected {n_samples} (10 s at 500 Hz)")
+        raise checks.defect("sample_count", f"{path.name}: {data.shape[0]} rows, expected {n_samples} (10 s at 500 Hz)")
     bad = ~np.isfinite(data)
     if bad.any():
         rows, cols = np.nonzero(bad)
         raise ValueError(f"{int(bad.sum())} NaN/non-finite samples (first at row {int(rows[0]) + 1}, "
                          f"column {int(cols[0]) + 1})")
+    checks.check_flat(data, names, path.name, time_axis=0)
     return np.ascontiguousarray(data[:, order].T) / 1000.0
 
 
@@ -530,6 +547,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     if not raw_dir.is_dir():
         raise ConversionError(f"{raw_dir}: raw tree not found")
     layout = detect_layout(raw_dir) if layout == "auto" else layout
+    tree = checks.verify_tree(raw_dir, NAME)
     if layout == "figshare":
         candidates, label_sets, provenance, version = _figshare_candidates(raw_dir, fold_seed)
     elif layout == "wfdb":
@@ -537,6 +555,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     else:
         raise ValueError(f"layout must be 'auto', 'figshare' or 'wfdb', not {layout!r}")
     provenance["resampling"] = "none" if fs == NATIVE_FS else f"resample_poly {NATIVE_FS} Hz → {fs} Hz"
+    provenance["input_checks"] = checks.provenance(tree)
     provenance["folds"] = (f"iterative multi-label stratification on label set 'all', records sorted by name, "
                            f"seed {fold_seed}; record-level (no patient ids in the release)")
     return _write(candidates, raw_dir, out, fs, label_sets, provenance, version, max_quarantine_fraction,
@@ -626,6 +645,13 @@ def _figshare_candidates(raw_dir: Path, fold_seed: int) -> tuple[list[_Candidate
     return candidates, label_sets, provenance, SOURCE_VERSION
 
 
+class _SnomedIds:
+    """Contains every string that can be a SNOMED CT identifier (digits only)."""
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, str) and code.isdigit()
+
+
 def _header_dx(hea: Path) -> list[str]:
     """SNOMED codes of a header's ``#Dx:`` comment (for fold stratification before the records are read)."""
     try:
@@ -647,8 +673,8 @@ def read_snomed_table(raw_dir: Path) -> dict[str, str]:
 
     def reader(p: Path, _has_columns=None) -> pd.DataFrame:
         try:
-            return pd.read_csv(p, dtype=str)
-        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            return checks.read_csv_table(p, dtype=str)
+        except (ValueError, pd.errors.ParserError) as exc:
             raise ConversionError(f"{p}: unreadable ({type(exc).__name__}: {exc})") from exc
 
     table = _name_table(path, reader)
@@ -671,7 +697,15 @@ def _wfdb_candidates(raw_dir: Path, fold_seed: int, progress: bool) -> tuple[lis
     snomed_names.update(read_snomed_table(raw_dir))
     dx_of = {str(h): _header_dx(h) for h in tqdm(headers, desc="chapman headers", unit="rec", disable=not progress)}
     rhythm_codes = set(RHYTHM_SNOMED.values())
-    observed = {c for codes in dx_of.values() for c in codes}
+    # the release's csv names only part of the codes its headers use: a code it lacks becomes a class of its own
+    # (listed in provenance unnamed_codes); a code that is not a SNOMED CT identifier at all quarantines the record
+    not_snomed: dict[str, str] = {}
+    for key, codes in dx_of.items():
+        try:
+            checks.check_codes(codes, _SnomedIds(), "SNOMED CT (identifiers are digit strings)", what="Dx code")
+        except ValueError as exc:
+            not_snomed[key] = str(exc)
+    observed = {c for key, codes in dx_of.items() if key not in not_snomed for c in codes}
     everything = sorted(set(snomed_names) | observed | rhythm_codes)
     label_sets = {"rhythm": sorted(rhythm_codes), "condition": [c for c in everything if c not in rhythm_codes],
                   "all": everything}
@@ -684,7 +718,7 @@ def _wfdb_candidates(raw_dir: Path, fold_seed: int, progress: bool) -> tuple[lis
     def load(hea: Path, cand: _Candidate) -> tuple[np.ndarray, float]:
         try:
             record = read_challenge_record(hea)
-        except ValueError:  # the reader names the file and the defect
+        except (ValueError, ConversionError):  # the reader names the file and the defect
             raise
         except Exception as exc:  # anything else it lets through (scipy.io, wfdb) is a defect of this record too
             raise ValueError(f"unreadable record: {type(exc).__name__}: {exc}") from exc
@@ -704,9 +738,10 @@ def _wfdb_candidates(raw_dir: Path, fold_seed: int, progress: bool) -> tuple[lis
     for hea in headers:
         rid = hea.stem
         error = f"duplicate record name (also at another path; this one: {hea.relative_to(raw_dir)})" if rid in seen else None
+        error = error or not_snomed.get(str(hea))
         seen.add(rid)
         meta = {"record_id": rid, "patient_id": rid, "fold": 0, "age": None, "sex": "", "source": NAME}
-        cand = _Candidate(rid, None, meta, split(dx_of[str(hea)]), {}, error)
+        cand = _Candidate(rid, None, meta, split([] if error else dx_of[str(hea)]), {}, error)
         cand.load = (lambda h=hea, c=cand: load(h, c))
         candidates.append(cand)
     valid = [c for c in candidates if c.error is None]

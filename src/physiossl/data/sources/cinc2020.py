@@ -39,8 +39,11 @@ Conversion decisions (all recorded in the store attrs):
   the same mapping as {record name: ecg_id (int)} for users.
 - **Quarantine** (``<store>.quarantine.csv``, record = path of the record below ``raw_dir`` without suffix):
   unreadable/corrupt/missing files, wrong lead set, non-finite samples, unknown codes, a record name seen
-  before (duplicate across sources; the first in path order is kept), a ``.mat`` without header. A record
-  whose ``#Dx`` is empty is kept with no labels. More than ``max_quarantine_fraction`` quarantined →
+  before (duplicate across sources; the first in path order is kept), a ``.mat`` without header, and the
+  checks every source shares (:mod:`._checks`, docs/data-quality.md): a sample count that differs between header
+  and ``.mat``, header checksums the samples do not match, flat leads. A record whose ``#Dx`` is empty is kept
+  with no labels (counted in provenance ``records_without_codes``). A tree that differs from its
+  ``SHA256SUMS.txt`` is refused before anything is read. More than ``max_quarantine_fraction`` quarantined →
   :class:`ConversionError` and no store.
 """
 
@@ -65,6 +68,7 @@ from ..fetch import download_file, fetch_archive_tree
 from ..files import atomic_dir, sha256_file
 from ..store import LEADS, EcgStoreWriter
 from . import ConversionError, settle_quarantine
+from . import _checks as checks
 from ._challenge import read_challenge_record
 
 log = logging.getLogger(__name__)
@@ -266,8 +270,8 @@ def read_tables(raw_dir: Path) -> tuple[dict[str, Path], dict[str, str], list[st
     equivalents: list[list[str]] = []
     for table, path in paths.items():
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+            df = checks.read_csv_table(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, OSError) as exc:
             raise ConversionError(f"{path}: unreadable mapping table ({exc})") from exc
         df.columns = [str(c).strip() for c in df.columns]
         code_col = next((c for c in _CODE_COLUMNS if c in df.columns), None)
@@ -324,6 +328,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
         raise ConversionError(f"{raw_dir}: raw tree not found")
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    tree = checks.verify_tree(raw_dir, NAME)
     table_paths, snomed, scored, equivalents = read_tables(raw_dir)
     known = set(snomed)
     base = _record_base(raw_dir)
@@ -340,6 +345,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     truncated: dict[str, float] = {}
     ptbxl_ids: dict[str, int] = {}
     unknown: set[str] = set()
+    without_codes = 0
     sources: dict[str, int] = {}
     norm_folds = set(int(f) for f in norm_folds)
     with EcgStoreWriter.open(out, capacity=len(headers), n_samples=n_samples, fs=fs,
@@ -353,10 +359,8 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
                 rec = read_challenge_record(hea)
                 if rec.name != name:
                     raise ValueError(f"{hea}: header names the record {rec.name!r}, the file is {name!r}")
-                missing = [c for c in rec.dx if c not in known]
-                if missing and not allow_unknown_codes:
-                    raise ValueError(f"unknown SNOMED code{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                                     f"(in neither {SCORED_TABLE} nor {UNSCORED_TABLE})")
+                if not allow_unknown_codes:
+                    checks.check_codes(rec.dx, known, f"{SCORED_TABLE} or {UNSCORED_TABLE}", what="SNOMED code")
                 if rec.fs not in resamplers:
                     resamplers[rec.fs] = _resampler(rec.fs, fs)
                 resample = resamplers[rec.fs]
@@ -365,6 +369,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
                 quarantine.append((key, str(exc)))
                 continue
             seen[name] = key
+            without_codes += not rec.dx
             unknown.update(c for c in rec.dx if c not in known)
             if signal.shape[1] > n_samples:
                 truncated[name] = round(rec.signal.shape[1] / rec.fs, 3)
@@ -398,6 +403,8 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
             "folds": "1 + sha256(record name) mod 10",
             "sources": dict(sorted(sources.items())),
             "unknown_codes_policy": "kept" if allow_unknown_codes else "quarantined",
+            "records_without_codes": without_codes,
+            "input_checks": checks.provenance(tree),
         }
         writer.finish(
             dataset=NAME, source_version=SOURCE_VERSION, label_sets=label_sets, provenance=provenance,

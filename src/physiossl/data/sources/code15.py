@@ -22,9 +22,9 @@ Conversion decisions (all recorded in the store attrs and provenance):
   an HDF5 part without a CSV row; a CSV row whose ``trace_file`` is absent from the tree or does not hold
   the exam; an exam found in another part than its ``trace_file``; an exam_id on several CSV rows or
   several HDF5 rows (every copy); an exam_id that is not an integer (record = ``exams.csv line N``); invalid
-  label values or a missing patient_id; non-finite samples; an all-zero tracing; less than
-  ``min_seconds`` of signal; an amplitude above ``max_abs_mv`` after unit scaling (a third-party audit
-  reports a raw record with NaNs and values ~1e38).
+  label values or a missing patient_id; non-finite samples; an all-zero tracing or a lead constant over the
+  valid span (``flat record``/``flat lead``, :mod:`._checks`); less than ``min_seconds`` of signal; an amplitude
+  above ``max_abs_mv`` after unit scaling (a third-party audit reports a raw record with NaNs and values ~1e38).
 - **Padding**: records shorter than 4096 samples are zero-padded on both sides. The valid span of a
   record runs from the first to the last sample at which any lead is non-zero; it is resampled alone
   (``scipy.signal.resample_poly``, 400 Hz → ``fs``) and stored left-aligned, ``lengths`` = its resampled
@@ -45,7 +45,8 @@ Conversion decisions (all recorded in the store attrs and provenance):
   ``block_rows`` rows. Size: the full release at 100 Hz is 345,779 × 12 × 1024 float32 ≈ 17 GB before
   compression.
 - **Provenance**: sha256 of ``exams.csv`` and of every part read (hashed in a background thread while the
-  conversion runs); when the tree has a ``SHA256SUMS.txt`` the hashes must match it.
+  conversion runs); when the tree has a ``SHA256SUMS.txt`` the hashes must match it, or the conversion is refused
+  before the store is published (docs/data-quality.md).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ from tqdm import tqdm
 from .. import hosts, synth
 from ..fetch import CorruptArchiveError, DownloadError, safe_extract_zip
 from ..files import atomic_dir, replace_path, sha256_file
-from ..store import EcgStoreWriter, quarantine_path, write_quarantine
-from . import ConversionError, float_or_none, settle_quarantine
+from ..store import EcgStoreWriter
+from . import ConversionError, float_or_none, refuse_with_quarantine, settle_quarantine
+from . import _checks as checks
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ N_PARTS = 18
 NATIVE_FS = 400
 N_RAW_SAMPLES = 4096
 N_LEADS = 12
+LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")   # as stored in the HDF5
 CLASSES = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 CSV_COLUMNS = ("exam_id", "age", "is_male", "nn_predicted_age", *CLASSES, "patient_id", "normal_ecg", "death",
                "timey", "trace_file")
@@ -276,12 +279,18 @@ def prepare_records(block: np.ndarray, rows: Sequence[int], *, factor: float, ra
         if not finite[j]:
             out[row] = f"{int((~np.isfinite(sub[j])).sum())} non-finite samples"
         elif length == 0:
-            out[row] = "all-zero tracing (no signal)"
+            out[row] = checks.reason_or_refuse("flat_record", "all-zero tracing (no signal)")
         elif length < min_samples:
             out[row] = (f"only {length} samples ({length / native_fs:.2f} s) between the zero padding, "
                         f"less than {min_samples / native_fs:.2f} s")
         else:
-            peak = float(np.abs(sub[j, start[j]:stop[j]]).max()) * factor
+            span = sub[j, start[j]:stop[j]]
+            try:   # a lead constant over the valid span (the padding at the ends is not a flat lead)
+                checks.check_flat(span, LEAD_NAMES, "", unit="valid span", time_axis=0)
+            except checks.RecordDefect as exc:
+                out[row] = str(exc)
+                continue
+            peak = float(np.abs(span).max()) * factor
             if peak > max_abs_mv:
                 out[row] = f"implausible amplitude {peak:.3g} mV (above {max_abs_mv:g} mV)"
             else:
@@ -396,12 +405,13 @@ class BackgroundHasher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def check_against_sums(raw_dir: Path, hashes: dict[Path, str]) -> str:
-    """Compare computed hashes with ``raw_dir/SHA256SUMS.txt`` when there is one (ConversionError on a
-    mismatch); returns a one-line summary for the provenance."""
+def check_against_sums(raw_dir: Path, hashes: dict[Path, str], dataset: str = NAME) -> str:
+    """Compare the hashes computed while converting with ``raw_dir/SHA256SUMS.txt`` when there is one
+    (ConversionError naming the files that differ, before the store is published: the same outcome as
+    :func:`._checks.verify_tree`, without reading tens of GB twice); returns a one-line summary for the provenance."""
     sums = Path(raw_dir) / "SHA256SUMS.txt"
     if not sums.is_file():
-        return "no SHA256SUMS.txt in the tree"
+        return checks.verify_tree(raw_dir, dataset)          # logs that the tree is not verified
     listed: dict[str, str] = {}
     for line in sums.read_text().splitlines():
         parts = line.strip().split(None, 1)
@@ -415,7 +425,8 @@ def check_against_sums(raw_dir: Path, hashes: dict[Path, str]) -> str:
             if listed[rel] != digest:
                 bad.append(f"{rel}: sha256 {digest}, SHA256SUMS.txt says {listed[rel]}")
     if bad:
-        raise ConversionError(f"{sums}: files changed since they were listed: " + "; ".join(bad))
+        raise checks.sums_refusal(raw_dir, dataset, f"{len(bad)} file(s) changed since they were listed: " +
+                                  "; ".join(bad))
     return f"{checked} files match SHA256SUMS.txt"
 
 
@@ -667,13 +678,15 @@ def parse_bool(value) -> bool | None:
 
 def tracings_provenance(raw_dir: Path, zenodo_record: str, hashes: dict[Path, str], fs: int,
                         ratio: tuple[int, int] | None, decision: dict, lead_check: dict,
-                        min_seconds: float, max_abs_mv: float) -> dict:
+                        min_seconds: float, max_abs_mv: float, dataset: str = NAME) -> dict:
     """The provenance both CODE releases share: files, resampling, padding, amplitude unit, lead check."""
+    tree = check_against_sums(raw_dir, hashes, dataset)
     return {
         "raw_dir": str(raw_dir),
         "zenodo_record": zenodo_record,
         "files_sha256": {p.relative_to(raw_dir).as_posix(): h for p, h in hashes.items()},
-        "sha256sums": check_against_sums(raw_dir, hashes),
+        "sha256sums": tree,
+        "input_checks": checks.provenance(tree),
         "native_fs": NATIVE_FS,
         "resampling": (f"resample_poly {NATIVE_FS} Hz → {fs} Hz (up {ratio[0]}, down {ratio[1]}) of each "
                        f"record's valid span" if ratio else "none"),
@@ -689,8 +702,8 @@ def tracings_provenance(raw_dir: Path, zenodo_record: str, hashes: dict[Path, st
 def read_table(path: Path, columns: Sequence[str], **read_csv) -> pd.DataFrame:
     """A CSV table with the given columns (names stripped); ConversionError naming the file otherwise."""
     try:
-        df = pd.read_csv(path, **read_csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        df = checks.read_csv_table(path, **read_csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
         raise ConversionError(f"{path}: unreadable table ({exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in columns if c not in df.columns]
@@ -718,7 +731,7 @@ def exam_fields(row: dict) -> tuple[dict, list[str], dict[str, float]]:
         try:
             value = parse_bool(row[c])
         except ValueError as exc:
-            raise ValueError(f"label column {c}: {exc}") from exc
+            raise checks.defect("unknown_code", f"label column {c}: {exc}") from exc
         if value is None:
             raise ValueError(f"label column {c} is empty")
         if value:
@@ -850,9 +863,8 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, ex
         else:
             plan[locs[0][0]][locs[0][1]] = rows[0]
     if not any(plan.values()):
-        write_quarantine(quarantine_path(out), quarantine)
-        raise ConversionError(f"{raw_dir}: none of the {n_total} exams could be matched between {csv_path.name} "
-                              f"and the HDF5 parts; see {quarantine_path(out)}")
+        raise refuse_with_quarantine(out, quarantine, f"{raw_dir}: none of the {n_total} exams could be matched "
+                                                      f"between {csv_path.name} and the HDF5 parts")
     # ---- amplitude unit and lead check, from the first probe_rows planned records of every part
     ratio = resampling_ratio(NATIVE_FS, fs)
     per_part, all_amps, lead_spans = {}, [], []

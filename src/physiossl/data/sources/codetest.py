@@ -42,6 +42,7 @@ from ..fetch import DownloadError, download_file, fetch_archive_tree
 from ..files import atomic_dir
 from ..store import EcgStoreWriter
 from . import ConversionError, settle_quarantine
+from . import _checks as checks
 from .code15 import (BLOCK_ROWS, read_table, tracings_provenance, CLASSES, DEFAULT_MIN_SECONDS, MAX_ABS_MV, N_RAW_SAMPLES, NATIVE_FS, BackgroundHasher,
                      N_LEADS, find_one, fold_of, iter_demo_tracings, iter_hdf5_records, lead_check_or_fail,
                      open_tracings, parse_bool, probe_records, resampled_length, resampling_ratio,
@@ -159,7 +160,7 @@ def _label_rows(df: pd.DataFrame) -> list[list[str] | str]:
             try:
                 flag = parse_bool(value)
             except ValueError as exc:
-                problem = f"label column {c}: {exc}"
+                problem = checks.reason_or_refuse("unknown_code", f"label column {c}: {exc}")
                 break
             if flag is None:
                 problem = f"label column {c} is empty"
@@ -275,7 +276,7 @@ def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5
         hashes = hasher.result()
         provenance = {
             **tracings_provenance(raw_dir, ZENODO_RECORD, hashes, fs, ratio, decision, lead_check,
-                                  min_seconds, max_abs_mv),
+                                  min_seconds, max_abs_mv, dataset=NAME),
             "rows": f"row i of {TRACINGS}, {ATTRIBUTES} and {GOLD} is exam i; record_id = i",
             "folds": "1 + sha256(record_id) mod 10",
             "label_sets": {"all": GOLD, **{name: p.name for name, (p, _) in extras.items()}},

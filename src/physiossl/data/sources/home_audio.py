@@ -19,7 +19,11 @@ Conversion decisions:
   (:data:`~physiossl.data.sources.psg_audio.EVENT_TYPES`, so that home and PSG-Audio stores have the same
   arrays) are all 0.
 - **Quarantine** (record = night id), with a reason: a file soundfile cannot read (or that fails while
-  reading), a file shorter than one 30 s epoch, non-finite samples, a requested channel the file lacks. Above
+  reading), a file shorter than one 30 s epoch, non-finite samples, a requested channel the file lacks, and the
+  checks every source shares (:mod:`._checks`, docs/data-quality.md): a WAV whose chunks disagree with its size or
+  a file that ends before its declared samples (``sample count mismatch``), a mixed channel constant over the whole
+  recording (``flat lead``; every one, i.e. silence: ``flat record``). A ``SHA256SUMS.txt`` in the folder, when
+  there is one, is verified before anything is read. Above
   ``max_quarantine_fraction`` of the files quarantined the conversion fails and leaves no store.
 - **Provenance** per night: file, SHA-256, format, sampling rate, channels, duration, epochs, ``dropped_s``.
 
@@ -46,6 +50,7 @@ from ..fetch import DownloadError
 from ..files import atomic_dir, sha256_file
 from ..synth_sleep import (OodNoiseRenderer, plan_breaths, render_breathing, synth_hypnogram, synth_subject)
 from . import ConversionError
+from . import _checks as checks
 from .psg_audio import EPOCH_S, EVENT_TYPES, READ_BLOCK_S, EpochAccumulator, NightResult, resample_blocks, write_nights
 
 log = logging.getLogger(__name__)
@@ -116,11 +121,59 @@ def find_recordings(raw_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
+def check_wav_size(path: Path) -> None:
+    """A WAV file's chunks against its size: a ``data`` chunk that runs past the end of the file (truncated) or
+    bytes after the last chunk that form no chunk (data the header does not count, which readers skip silently)
+    are a ``sample count mismatch``. RF64/BW64 files and a ``data`` size of 0xFFFFFFFF (streamed) are not checked."""
+    path = Path(path)
+    size = path.stat().st_size
+    data, trailing = None, 0
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return                                   # not RIFF/WAVE: the reader decides
+            offset = 12
+            while offset + 8 <= size:
+                fh.seek(offset)
+                chunk = fh.read(8)
+                if not all(0x20 <= b <= 0x7E for b in chunk[:4]):   # a chunk id is four printable characters
+                    trailing = size - offset
+                    break
+                length = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    if length == 0xFFFFFFFF:
+                        return
+                    data = (offset + 8, length)
+                end = offset + 8 + length
+                if end > size:                           # runs past the end of the file
+                    trailing = 0 if chunk[:4] == b"data" else size - offset
+                    break
+                offset = end + (length & 1)              # chunks are padded to an even size
+            else:
+                trailing = max(size - offset, 0)
+    except OSError:
+        return
+    if data is None:
+        return
+    start, length = data
+    if start + length > size:
+        checks.check_sample_count(length, size - start, f"{path.name}: data chunk", unit="bytes")
+    if trailing:
+        checks.check_sample_count(length, length + trailing, f"{path.name}: {trailing} bytes after the last "
+                                                              f"chunk", unit="bytes in the data chunk")
+
+
 def load_recording(task: HomeTask) -> NightResult:
     """Read, check and featurise one recording; a defect comes back as ``error`` (its reason)."""
     import soundfile
 
     path, name = task.path, task.path.name
+    if path.suffix.lower() == ".wav":
+        try:
+            check_wav_size(path)
+        except ValueError as exc:
+            return NightResult(task.night_id, error=str(exc))
     try:
         sf = soundfile.SoundFile(str(path))
     except (RuntimeError, TypeError, ValueError, OSError) as exc:   # LibsndfileError is a RuntimeError
@@ -136,6 +189,7 @@ def load_recording(task: HomeTask) -> NightResult:
         if lacking:
             return NightResult(task.night_id, error=f"channel(s) {lacking} requested but {name} has "
                                                     f"{n_channels} channel(s)")
+        tracker = checks.ConstantTracker(f"channel {c}" for c in chosen)
 
         def read(start: int, count: int) -> np.ndarray:
             try:
@@ -144,8 +198,10 @@ def load_recording(task: HomeTask) -> NightResult:
             except (RuntimeError, TypeError, ValueError, OSError) as exc:
                 raise ValueError(f"unreadable audio file {name} at sample {start}: {exc}") from exc
             if len(block) != count:
-                raise ValueError(f"unreadable audio file {name}: {len(block)} of {count} samples at sample {start} "
-                                 f"(truncated file?)")
+                raise checks.defect("sample_count", f"{name}: {len(block)} of {count} samples at sample {start}: "
+                                                    f"the file ends before the samples its header declares")
+            for c in chosen:
+                tracker.update(f"channel {c}", block[:, c])
             x = block[:, chosen].mean(axis=1) if len(chosen) > 1 else block[:, chosen[0]]
             bad = ~np.isfinite(x)
             if bad.any():
@@ -155,6 +211,7 @@ def load_recording(task: HomeTask) -> NightResult:
 
         try:
             audio = resample_blocks(read, n, fs, int(task.features["audio_fs"]), READ_BLOCK_S)
+            tracker.check(name, unit="recording")   # a silent recording, or a channel without sound
         except AudioError as exc:
             return NightResult(task.night_id, error=f"{name}: {exc}")
         except ValueError as exc:
@@ -184,9 +241,10 @@ def convert(raw_dir: Path, out: Path, *, features: dict, channels: list[int | st
     recordings = find_recordings(raw_dir)
     if not recordings:
         raise ConversionError(f"{raw_dir}: no {'/'.join(EXTENSIONS)} recordings found (searched recursively)")
+    tree = checks.verify_tree(raw_dir, NAME, absent_level=logging.INFO)   # your own files: a SHA256SUMS.txt is optional
     tasks = [HomeTask(night_id, path, raw_dir, chosen, dict(features)) for night_id, path in recordings]
     provenance = {"raw_dir": str(raw_dir), "layout": "one WAV/FLAC file per night, id = relative path without "
-                                                     "extension",
+                                                     "extension", "input_checks": checks.provenance(tree),
                   "channels": "mono mix of all channels" if chosen is None else f"mean of channels {chosen}",
                   "resampling": f"polyphase (scipy resample_poly) to {features['audio_fs']} Hz",
                   "labels": "none (unlabeled recordings)"}

@@ -38,8 +38,11 @@ Conversion decisions:
   part numbers, a duplicate part number or a number of parts different from the RML's segments; a part whose
   duration differs from its RML segment by more than one EDF data record or 1 s (whichever is larger); a
   requested channel missing in a part; a channel whose sampling rate differs between parts; an EDF that
-  pyedflib cannot read. Above ``max_quarantine_fraction`` of the nights quarantined the conversion fails and
-  leaves no store.
+  pyedflib cannot read; the checks every source shares (:mod:`._checks`, docs/data-quality.md): an EDF whose size
+  differs from the data records its header declares (``sample count mismatch``), a requested channel constant over
+  the whole night (``flat lead``; every one: ``flat record``), an unknown stage type (``unknown label code``). A
+  tree with a ``SHA256SUMS.txt`` is verified against it before anything is read. Above
+  ``max_quarantine_fraction`` of the nights quarantined the conversion fails and leaves no store.
 - **Provenance** per night: the parts (file, SHA-256, duration), the RML (file, SHA-256), the channels' rates,
   the total duration, the epochs, ``dropped_s``, the session's ``RecordingStart``.
 
@@ -87,6 +90,7 @@ from ..sleep_store import SleepStoreWriter
 from ..synth_sleep import (MIC_MIX, TRACHEAL_MIX, airflow, plan_breaths, render_breathing, synth_hypnogram,
                            synth_subject)
 from . import ConversionError, settle_quarantine
+from . import _checks as checks
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +191,8 @@ def parse_rml(path: Path) -> Scoring:
     for stage in staging.findall(q("Stage")):
         kind = stage.get("Type")
         if kind not in STAGE_CODES:
-            raise RmlError(f"{path.name}: unknown stage Type {kind!r} (known: {', '.join(STAGE_CODES)})")
+            raise checks.defect("unknown_code", f"{path.name}: unknown stage Type {kind!r} (known: "
+                                                f"{', '.join(STAGE_CODES)})", cls=RmlError)
         start = _float_attr(stage, "Start", f"{path.name}: Stage {kind}")
         if start < 0:
             raise RmlError(f"{path.name}: Stage {kind} has a negative Start {start:g}")
@@ -271,9 +276,38 @@ def _open_edf(path: Path):
         raise ValueError(f"unreadable EDF {path.name}: {exc}") from exc
 
 
-def read_edf_info(path: Path) -> EdfInfo:
-    """The header of an EDF(+) file (ValueError naming the file when pyedflib cannot read it)."""
+def check_edf_size(path: Path) -> None:
+    """The file size of an EDF(+)/BDF(+) file against the number of data records its header declares: a file
+    shorter (truncated) or longer (data the header does not count, which readers skip silently) is a
+    ``sample count mismatch``. Headers that declare no count (-1: still recording) or do not parse are left to the
+    reader."""
     path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+            ns = int(head[252:256].decode("ascii").strip())
+            header_bytes = int(head[184:192].decode("ascii").strip())
+            n_records = int(head[236:244].decode("ascii").strip())
+            fh.seek(256 + ns * 216)
+            per_record = [int(fh.read(8).decode("ascii").strip()) for _ in range(ns)]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return
+    if n_records < 0 or ns <= 0:
+        return
+    width = 3 if head[:1] == b"\xff" else 2          # BDF: 24-bit samples
+    record_bytes = width * sum(per_record)
+    size = path.stat().st_size
+    expected = header_bytes + n_records * record_bytes
+    if record_bytes > 0 and size != expected:
+        checks.check_sample_count(n_records, (size - header_bytes) / record_bytes,
+                                  f"{path.name} ({size} bytes, {expected} expected)", unit="data records")
+
+
+def read_edf_info(path: Path) -> EdfInfo:
+    """The header of an EDF(+) file (ValueError naming the file when pyedflib cannot read it, or when its size
+    differs from what its header declares: :func:`check_edf_size`)."""
+    path = Path(path)
+    check_edf_size(path)
     reader = _open_edf(path)
     try:
         labels = [str(s).strip() for s in reader.getSignalLabels()]
@@ -375,10 +409,12 @@ def iter_edf_channel(path: Path, label: str, fs_out: float | None = None, block_
 
 
 def iter_edf_mix(path: Path, labels: Sequence[str], fs_out: float | None = None, block_s: float = READ_BLOCK_S,
-                 rates: list[float] | None = None) -> Iterator[np.ndarray]:
+                 rates: list[float] | None = None,
+                 tracker: checks.ConstantTracker | None = None) -> Iterator[np.ndarray]:
     """The mono mix (:func:`mixed_pieces`) of the channels ``labels`` of one EDF(+) file, each in physical units and
     resampled to ``fs_out`` block by block, as consecutive pieces; the file is opened once (edflib refuses a second
-    reader). The channels' rates in the file are appended to ``rates`` when a list is given."""
+    reader). The channels' rates in the file are appended to ``rates`` when a list is given; ``tracker`` sees every
+    block as read (before resampling), under the channel's name in ``labels``."""
     path = Path(path)
     reader = _open_edf(path)
     try:
@@ -394,9 +430,12 @@ def iter_edf_mix(path: Path, labels: Sequence[str], fs_out: float | None = None,
 
             def read(start: int, count: int, index: int = index, label: str = label) -> np.ndarray:
                 try:
-                    return reader.readSignal(index, start=start, n=count)
+                    block = reader.readSignal(index, start=start, n=count)
                 except (OSError, ValueError) as exc:
                     raise ValueError(f"unreadable EDF {path.name}: channel {label!r}: {exc}") from exc
+                if tracker is not None:
+                    tracker.update(label, block)
+                return block
 
             channels.append(iter_resampled_blocks(read, int(reader.getNSamples()[index]), fs,
                                                   fs if fs_out is None else fs_out, block_s))
@@ -622,10 +661,12 @@ def _load_night(task: NightTask) -> NightResult:
                                 (int(task.features["n_mels"]), frames_per_epoch(task.features)))
         spill.remove()
     acc = EpochAccumulator(task.features, sink=spill.write if spill is not None else None)
+    tracker = checks.ConstantTracker(task.channels)
     try:
         for info in infos:   # part by part, block by block: one block of a part at a time
-            for piece in iter_edf_mix(info.path, task.channels, audio_fs):
+            for piece in iter_edf_mix(info.path, task.channels, audio_fs, tracker=tracker):
                 acc.add(piece)
+        tracker.check(f"night {task.night_id}")    # a silent night, or a requested channel without sound
     except BaseException:
         if spill is not None:
             spill.remove()
@@ -728,11 +769,12 @@ def convert(raw_dir: Path, out: Path, *, features: dict, channels: list[str] | N
     tasks = discover_nights(raw_dir, channels, features, rml_dir)
     if not tasks:
         raise ConversionError(f"{raw_dir}: no nights in {EDF_DIR}/ or {rml_dir}/")
+    tree = checks.verify_tree(raw_dir, NAME, absent_level=logging.INFO)   # the host publishes MD5s, no SHA256SUMS
     provenance = {"raw_dir": str(raw_dir), "layout": f"{EDF_DIR}/<id>/<id>[NNN].edf + {rml_dir}/<id>.rml",
                   "staging": "UserStaging/NeuroAdultAASMStaging change points, 30 s epochs",
                   "channels": channels, "mix": "mean of the channels" if len(channels) > 1 else "single channel",
                   "resampling": f"polyphase (scipy resample_poly) to {features['audio_fs']} Hz, part by part",
-                  "event_types": list(EVENT_TYPES)}
+                  "event_types": list(EVENT_TYPES), "input_checks": checks.provenance(tree)}
     if (raw_dir / SUMS_FILE).is_file():
         provenance["manifest_sha256"] = sha256_file(raw_dir / SUMS_FILE)
     if (raw_dir / hosts.MANIFEST).is_file():     # what Science Data Bank published for the downloaded files

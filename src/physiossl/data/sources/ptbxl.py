@@ -2,6 +2,12 @@
 
 Tree layout: ``ptbxl_database.csv``, ``scp_statements.csv``, ``records100/NNNNN/<id>_lr.{hea,dat}``
 (100 Hz), ``records500/NNNNN/<id>_hr.{hea,dat}`` (500 Hz), ``SHA256SUMS.txt``.
+
+A conversion first verifies the tree against its ``SHA256SUMS.txt`` and reads the tables as UTF-8 (a failure of
+either refuses it); a record is quarantined for a ``.dat`` whose size differs from its header's sample count, header
+checksums its samples do not match, a flat lead, or an SCP code missing from ``scp_statements.csv`` (the shared
+checks of :mod:`._checks`, docs/data-quality.md). Records whose ``scp_codes`` is empty are kept without labels and
+counted in provenance ``records_without_codes``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from ..files import atomic_dir, sha256_file
 from ..store import LEADS, EcgStoreWriter
 from .. import synth
 from . import ConversionError, settle_quarantine
+from . import _checks as checks
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +145,7 @@ def read_statements(raw_dir: Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     path = Path(raw_dir) / "scp_statements.csv"
     if not path.is_file():
         raise ConversionError(f"{path}: missing (is {raw_dir} a PTB-XL tree?)")
-    scp = pd.read_csv(path, index_col=0)
+    scp = checks.read_csv_table(path, index_col=0)
     needed = {"diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"}
     if not needed <= set(scp.columns):
         raise ConversionError(f"{path}: missing columns {sorted(needed - set(scp.columns))}")
@@ -155,8 +162,10 @@ def read_statements(raw_dir: Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:
 
 
 def record_labels(codes: Sequence[str], scp: pd.DataFrame) -> dict[str, list[str]]:
-    """The statements of one record in each label set (present whatever the likelihood, 0.0 included)."""
-    known = [c for c in codes if c in scp.index]
+    """The statements of one record in each label set (present whatever the likelihood, 0.0 included); a code
+    missing from ``scp_statements.csv`` is a defect of the record (``unknown label code``), never dropped."""
+    checks.check_codes(codes, scp.index, "scp_statements.csv", what="SCP code")
+    known = list(codes)
     diag = [c for c in known if scp.at[c, "diagnostic"] == 1]
     return {
         "all": known,
@@ -169,25 +178,49 @@ def record_labels(codes: Sequence[str], scp: pd.DataFrame) -> dict[str, list[str
 
 
 def read_record(path_stem: Path, expected_fs: int) -> np.ndarray:
-    """One WFDB record as (12, T) float32 mV in canonical lead order; raises ValueError on any defect."""
+    """One WFDB record as (12, T) float32 mV in canonical lead order; raises ValueError on any defect.
+
+    Checked besides what wfdb checks: the data file's size against the header's sample count (both ways), the
+    header's checksums against the digital samples, and flat leads (:mod:`._checks`)."""
+    path_stem = Path(path_stem)
+    where = f"{path_stem.name}.hea"
     try:
-        record = wfdb.rdrecord(str(path_stem))
+        record = wfdb.rdrecord(str(path_stem), physical=False)
     except Exception as exc:  # wfdb raises many types for malformed headers and data files
+        _check_data_size(path_stem)          # a data file shorter than its header declares: say so
         raise ValueError(f"unreadable WFDB record: {type(exc).__name__}: {exc}") from exc
     if record.fs != expected_fs:
         raise ValueError(f"sampling rate {record.fs} Hz, expected {expected_fs} Hz")
     names = [_LEAD_ALIASES.get(str(n).upper()) for n in record.sig_name]
     if record.n_sig != 12 or sorted(n for n in names if n) != sorted(LEADS):
         raise ValueError(f"expected the 12 standard leads, found {record.n_sig}: {record.sig_name}")
-    signal = record.p_signal
-    if signal is None or signal.shape[0] != record.sig_len:
-        raise ValueError(f"signal has {0 if signal is None else signal.shape[0]} samples, header says {record.sig_len}")
+    checks.check_wfdb_data_size(path_stem.parent, where, record.sig_len, record.file_name, record.fmt,
+                                record.samps_per_frame, record.byte_offset)
+    digital = record.d_signal
+    if digital is None or digital.shape[0] != record.sig_len:
+        raise ValueError(f"signal has {0 if digital is None else digital.shape[0]} samples, header says "
+                         f"{record.sig_len}")
+    checks.check_checksums(digital, record.checksum, record.sig_name, where)
+    signal = record.dac(return_res=64)        # what wfdb.rdrecord(physical=True) returns, from the same samples
     scale = np.array([_unit_scale(u) for u in record.units])
     signal = signal * scale[None, :]
     if not np.isfinite(signal).all():
         raise ValueError(f"{int((~np.isfinite(signal)).sum())} non-finite samples")
     order = [names.index(lead) for lead in LEADS]
-    return np.ascontiguousarray(signal[:, order].T, dtype=np.float32)
+    out = np.ascontiguousarray(signal[:, order].T, dtype=np.float32)
+    checks.check_flat(out, LEADS, where)
+    return out
+
+
+def _check_data_size(path_stem: Path) -> None:
+    """The sample-count check from the header alone (when wfdb cannot read the samples)."""
+    try:
+        header = wfdb.rdheader(str(path_stem))
+    except Exception:  # an unreadable header: the caller reports wfdb's own error
+        return
+    if header.sig_len and header.file_name:
+        checks.check_wfdb_data_size(path_stem.parent, f"{path_stem.name}.hea", header.sig_len, header.file_name,
+                                    header.fmt, header.samps_per_frame, header.byte_offset)
 
 
 def _unit_scale(unit: str) -> float:
@@ -210,8 +243,9 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     db_path = raw_dir / "ptbxl_database.csv"
     if not db_path.is_file():
         raise ConversionError(f"{db_path}: missing (is {raw_dir} a PTB-XL tree?)")
+    tree = checks.verify_tree(raw_dir, NAME)
     scp, label_sets = read_statements(raw_dir)
-    db = pd.read_csv(db_path)
+    db = checks.read_csv_table(db_path)
     missing = {"ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "filename_lr", "filename_hr"} - set(db.columns)
     if missing:
         raise ConversionError(f"{db_path}: missing columns {sorted(missing)}")
@@ -222,6 +256,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     n_samples = int(math.ceil(10 * fs))
     quarantine: list[tuple[str, str]] = []
     seen: set[str] = set()
+    without_codes = 0
     norm_folds = set(int(f) for f in norm_folds)
     with EcgStoreWriter.open(out, capacity=len(db), n_samples=n_samples, fs=fs,
                              workers=workers) as writer:
@@ -231,6 +266,7 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
                 if rid in seen:
                     raise ValueError("duplicate ecg_id")
                 codes = _parse_codes(row.scp_codes)
+                labels = record_labels(codes, scp)
                 fold = int(row.strat_fold)
                 if not 1 <= fold <= 10:
                     raise ValueError(f"strat_fold {fold} outside 1..10")
@@ -243,19 +279,21 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
                 quarantine.append((rid, str(exc)))
                 continue
             seen.add(rid)
+            without_codes += not codes
             writer.append(
                 signal,
                 meta={"record_id": rid, "patient_id": _patient(row.patient_id), "fold": fold,
                       "age": None if pd.isna(row.age) else float(row.age),
                       "sex": {0: "M", 1: "F"}.get(int(row.sex), "") if not pd.isna(row.sex) else "",
                       "source": NAME},
-                labels=record_labels(codes, scp),
+                labels=labels,
                 norm=fold in norm_folds,
             )
         settle_quarantine(raw_dir, out, quarantine, len(db), max_quarantine_fraction)
         writer.finish(
             dataset=NAME, source_version=SOURCE_VERSION, label_sets=label_sets,
-            provenance=_provenance(raw_dir, column, resample is not None, native, fs),
+            provenance={**_provenance(raw_dir, column, resample is not None, native, fs),
+                        "input_checks": checks.provenance(tree), "records_without_codes": without_codes},
             norm_folds=sorted(norm_folds),
         )
     summary = {"records": writer.n_records, "quarantined": len(quarantine), "fs": fs, "store": str(out)}
