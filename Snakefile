@@ -27,7 +27,7 @@ CONFIGFILE = (os.path.relpath(workflow.overwrite_configfiles[0]) if workflow.ove
 configfile: CONFIGFILE
 
 
-validate(config, "config/schema.yaml")
+validate(config, "src/physiossl/schema.yaml")
 validate_config(config, CONFIGFILE)
 
 DATA = config["paths"]["data"]

@@ -53,13 +53,13 @@ import zarr  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import physiossl  # noqa: E402
-from physiossl.data.loading import CropDataset, SignalCache, collate_batch  # noqa: E402
-from physiossl.data.sources import chapman, cinc2020, ptbxl  # noqa: E402
 
 # shared with bench_loader.py (this script's folder is on sys.path when run as `python benchmarks/bench_data.py`):
 # the per-item .npy memmap baseline, one timed loader run, the work directory's lifetime, the usable CPU count
 from bench_loader import NpyCropDataset, bench_workdir, usable_cpus  # noqa: E402
 from bench_loader import throughput as single_run_throughput  # noqa: E402
+from physiossl.data.ecg.loading import CropDataset, SignalCache, collate_batch  # noqa: E402
+from physiossl.data.ecg.sources import chapman, cinc2020, ptbxl  # noqa: E402
 
 SOURCES = {"ptbxl": ptbxl, "chapman": chapman, "cinc2020": cinc2020}
 FS = 100
@@ -244,7 +244,8 @@ def store_sizes(stores: dict[str, Path]) -> dict:
     print(f"{'total':9s} {'':>18s} {raw_total / 2**20:9.1f} {disk_total / 2**20:10.1f} {'':>13s} "
           f"{disk_total / raw_total:6.2f}x")
     first = next(iter(stores))
-    print(f"current signals codecs: {out[first]['codecs']}, chunks {zarr.open_group(str(stores[first]), mode='r')['signals'].chunks}")
+    print(f"current signals codecs: {out[first]['codecs']}, "
+          f"chunks {zarr.open_group(str(stores[first]), mode='r')['signals'].chunks}")
     return out
 
 
@@ -270,7 +271,8 @@ def codec_alternatives() -> list[tuple[str, str, bool, dict]]:
          {"filters": [Quantize(digits=3, dtype="<f4")], "compressors": bitshuffle()}),
         ("int16 1 uV + zstd", "i2", False, {"compressors": ZstdCodec(level=0)}),
         ("int16 1 uV + blosc-zstd bitshuffle", "i2", False, {"compressors": bitshuffle()}),
-        ("int16 1 uV + delta + zstd", "i2", False, {"filters": [Delta(dtype="<i2")], "compressors": ZstdCodec(level=0)}),
+        ("int16 1 uV + delta + zstd", "i2", False,
+         {"filters": [Delta(dtype="<i2")], "compressors": ZstdCodec(level=0)}),
         ("int16 1 uV + delta + blosc-zstd bitshuffle", "i2", False,
          {"filters": [Delta(dtype="<i2")], "compressors": bitshuffle()}),
     ]

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from physiossl.data.loading import CropDataset, SignalCache, collate_batch
-from physiossl.data.store import EcgStoreWriter, open_store
+from physiossl.data.ecg.loading import CropDataset, SignalCache, collate_batch
+from physiossl.data.ecg.store import EcgStoreWriter, open_store
 
 N_SAMPLES = 1000
 
@@ -135,8 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {}
     with bench_workdir(args.workdir, prefix="physiossl-bench-") as workdir:
         print(machine_info())
-        print(f"settings: {args.records} records x 12 x {N_SAMPLES} float32 ({args.records * 12 * N_SAMPLES * 4 / 2**20:.0f} MiB), "
-              f"crop {args.crop}, batch {args.batch}, {args.batches} batches, {args.workers} workers, workdir {workdir}")
+        print(f"settings: {args.records} records x 12 x {N_SAMPLES} float32 "
+              f"({args.records * 12 * N_SAMPLES * 4 / 2**20:.0f} MiB), "
+              f"crop {args.crop}, batch {args.batch}, {args.batches} batches, {args.workers} workers, "
+              f"workdir {workdir}")
         t = time.perf_counter()
         store, npy = build_inputs(workdir, args.records)
         print(f"inputs written in {time.perf_counter() - t:.1f} s (store and .npy)")

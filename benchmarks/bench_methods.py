@@ -29,11 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loader import machine_info  # noqa: E402
-
 from physiossl.config import validate_config  # noqa: E402
 from physiossl.methods import available, get_method  # noqa: E402
-from physiossl.stages.pretrain import method_encoder  # noqa: E402
 from physiossl.models import build_encoder  # noqa: E402
+from physiossl.stages.pretrain import method_encoder  # noqa: E402
 
 FS = 100.0
 N_CLASSES = 71
@@ -104,7 +103,8 @@ def samples_per_s(module: L.LightningModule, batches: RandomBatches, batch: int,
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "config" / "paper_ecg.yaml")
+    parser.add_argument("--config", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "config" / "paper_ecg.yaml")
     parser.add_argument("--methods", nargs="+", default=None, help="default: every method of --config")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method")
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     n = args.warmup + args.steps
     base_crop = int(round(pretrain["crop_s"] * FS))
-    baseline = samples_per_s(Supervised(pretrain["encoder"], pretrain.get("encoder_args", {})), RandomBatches(n, args.batch, base_crop, labels=True),
+    baseline = samples_per_s(Supervised(pretrain["encoder"], pretrain.get("encoder_args", {})),
+                             RandomBatches(n, args.batch, base_crop, labels=True),
                              args.batch, args.steps, args.warmup, args.device, args.precision)
     print(f"{'supervised':<14} {pretrain['encoder']:<12} crop {base_crop:>5}  {baseline:9.1f} samples/s  1.00x")
     results = {"supervised": baseline}

@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from physiossl.data.sleep_loading import SequenceDataset, collate_batch, load_sleep_arrays, sequence_starts
-from physiossl.data.sleep_store import SleepStoreWriter, open_sleep_store
-
 # shared with bench_loader.py (this script's folder is on sys.path when run as `python benchmarks/...`)
 from bench_loader import bench_workdir, machine_info, throughput  # noqa: E402
+from physiossl.data.sleep.loading import SequenceDataset, collate_batch, load_sleep_arrays, sequence_starts
+from physiossl.data.sleep.store import SleepStoreWriter, open_sleep_store
 
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Heart-rate derivation: speed of ``physiossl.data.targets.heart_rate`` per record against the resampling every
+"""Heart-rate derivation: speed of ``physiossl.data.ecg.targets.heart_rate`` per record against the resampling every
 conversion already does to the same record, timed in the same run, and accuracy on records of known rate.
 
     python benchmarks/bench_targets.py [--records 200] [--fs 100 500] [--repeats 3] [--seed 0]
@@ -28,8 +28,8 @@ import wfdb
 from scipy.signal import resample_poly
 
 import physiossl
-from physiossl.data import synth
-from physiossl.data.targets import DETECT_FS, HEART_RATE_METHOD, heart_rate
+from physiossl.data.ecg import synth
+from physiossl.data.ecg.targets import DETECT_FS, HEART_RATE_METHOD, heart_rate
 
 REGULAR = ("SR", "SBRAD", "STACH")
 

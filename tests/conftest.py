@@ -1,4 +1,5 @@
-"""Shared fixtures: the real-format files of ../shared/fixtures, small demo trees and stores, and a localhost
+"""Shared fixtures: the real-format files of tests/fixtures (part of the repository; see tests/fixtures/PROVENANCE.md,
+and a test that needs one fails, never skips, when it is missing), small demo trees and stores, and a localhost
 static HTTP server. Shared plain functions are in helpers.py."""
 
 from __future__ import annotations
@@ -14,21 +15,39 @@ import pytest
 # before the test modules that import helpers)
 pytest.register_assert_rewrite("helpers")
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _listed_fixture_files() -> list[str]:
+    """Every file named in the SHA-256 lists of PROVENANCE.md and ptbxl/SHA256SUMS.txt, relative to FIXTURES."""
+    import re
+    line = re.compile(r"^[0-9a-f]{64}\s+(?:\d+\s+)?\*?(\S.*?)\s*$")
+    listings = {"PROVENANCE.md": "", "ptbxl/SHA256SUMS.txt": "ptbxl/"}   # listing -> folder its paths are in
+    names = list(listings)
+    for listing, folder in listings.items():
+        if (FIXTURES / listing).is_file():
+            names += [folder + m.group(1) for m in map(line.match, (FIXTURES / listing).read_text().splitlines()) if m]
+    return sorted(set(names))
 
 
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
+    """The real-format fixture folder. Fails (never skips) when it, or a file listed in its PROVENANCE.md or
+    ptbxl/SHA256SUMS.txt, is missing: the fixtures are part of the repository."""
     if not FIXTURES.is_dir():
-        pytest.skip(f"real-format fixtures not found at {FIXTURES}")
+        pytest.fail(f"real-format fixtures not found at {FIXTURES}: they are part of the repository "
+                    "(tests/fixtures, see tests/fixtures/PROVENANCE.md); restore them from git", pytrace=False)
+    missing = [name for name in _listed_fixture_files() if not (FIXTURES / name).is_file()]
+    if missing:
+        pytest.fail(f"fixture files missing under {FIXTURES}: {', '.join(missing)}; they are part of the repository "
+                    "(see tests/fixtures/PROVENANCE.md); restore them from git", pytrace=False)
     return FIXTURES
 
 
 @pytest.fixture(scope="session")
 def demo_tree(tmp_path_factory) -> Path:
     """A 240-record PTB-XL-format demo tree (seeded)."""
-    from physiossl.data.sources import ptbxl
+    from physiossl.data.ecg.sources import ptbxl
 
     return ptbxl.demo(tmp_path_factory.mktemp("ptbxl_demo") / "raw", n_records=240, seed=1)
 
@@ -36,7 +55,7 @@ def demo_tree(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_store(demo_tree, tmp_path_factory) -> Path:
     """The demo tree converted at 100 Hz."""
-    from physiossl.data.sources import ptbxl
+    from physiossl.data.ecg.sources import ptbxl
 
     out = tmp_path_factory.mktemp("stores") / "ptbxl_100hz.zarr"
     ptbxl.convert(demo_tree, out, fs=100, progress=False)

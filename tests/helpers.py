@@ -17,8 +17,9 @@ import pytest
 import wfdb
 
 from physiossl.cli import main
-from physiossl.data.sources import ConversionError
-from physiossl.data.store import open_store, quarantine_path, refused_quarantine_path
+from physiossl.data.convert import ConversionError
+from physiossl.data.ecg.store import open_store
+from physiossl.data.store import quarantine_path, refused_quarantine_path
 
 # the 12 standard leads in the canonical order, written out independently of physiossl.data.store.LEADS
 CANONICAL = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -26,7 +27,7 @@ CANONICAL = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5"
 
 # --------------------------------------------------------------------------------------------- files
 def copy_tree(src: Path, dst: Path) -> Path:
-    """Copy a raw tree and make it writable (the shared fixtures are read-only)."""
+    """Copy a raw tree and make it writable (fixture files may be read-only)."""
     shutil.copytree(src, dst)
     for root, dirs, files in os.walk(dst):
         for name in dirs + files:

@@ -9,9 +9,8 @@ import pytest
 import torch
 import yaml
 
+from physiossl.augment import TRANSFORMS as REGISTRY
 from physiossl.augment.ecg import (
-    NOISE_TRANSFORMS,
-    TRANSFORMS,
     BaselineShift,
     BaselineWander,
     ChannelResize,
@@ -23,9 +22,11 @@ from physiossl.augment.ecg import (
     RandomResizedCrop,
     build_augment,
     build_noise,
-    validate_augment,
-    validate_noise,
 )
+from physiossl.augment.validate import noise_transforms, validate_augment, validate_noise
+
+TRANSFORMS = {name: REGISTRY.load(name) for name in REGISTRY.names()}
+NOISE_TRANSFORMS = {name: TRANSFORMS[name] for name in noise_transforms()}
 
 FS = 100.0
 # parameters under which every sample visibly changes (GaussianBlur with sigma near 0.1 samples is an identity

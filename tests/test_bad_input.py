@@ -18,13 +18,15 @@ import pandas as pd
 import pytest
 import soundfile
 
-from physiossl.data import synth
-from physiossl.data.sources import ConversionError, chapman, cinc2020, code15, codetest, home_audio, psg_audio, ptbxl
-from physiossl.data.sources import _checks as checks
-from physiossl.data.sources._challenge import read_challenge_record
-from physiossl.data.store import open_store
-
 from helpers import copy_tree, leftovers, read_quarantine
+from physiossl.data import checks
+from physiossl.data.convert import ConversionError
+from physiossl.data.ecg import synth
+from physiossl.data.ecg.sources import chapman, cinc2020, code15, codetest, ptbxl
+from physiossl.data.ecg.sources._challenge import read_challenge_record
+from physiossl.data.ecg.store import open_store
+from physiossl.data.sleep.sources import home_audio, psg_audio
+from physiossl.data.sources import source_kind
 
 FEATURES = {"audio_fs": 2000, "n_mels": 16, "n_fft": 256, "win": 200, "hop": 400, "fmin": 30, "fmax": 990}
 
@@ -495,7 +497,7 @@ def _convert(case: Case, raw: Path, out: Path) -> object:
     module = {"ptbxl": ptbxl, "cinc2020": cinc2020, "chapman": chapman, "code15": code15, "codetest": codetest,
               "psg_audio": psg_audio, "home_audio": home_audio}[case.source]
     extra = dict(case.convert or {})
-    if module.__dict__.get("KIND") == "sleep":
+    if source_kind(case.source) == "sleep":
         return module.convert(raw, out, features=FEATURES, max_quarantine_fraction=1.0, progress=False, **extra)
     return module.convert(raw, out, fs=100, max_quarantine_fraction=1.0, progress=False, **extra)
 

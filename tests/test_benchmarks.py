@@ -78,7 +78,8 @@ def test_bench_targets_runs():
     proc = subprocess.run([sys.executable, str(TARGETS_SCRIPT), "--records", "6", "--fs", "100", "--repeats", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"^ratio heart_rate/resample \(100 Hz\): \d+\.\d{2}x, \d+ records/s$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^ratio heart_rate/resample \(100 Hz\): \d+\.\d{2}x, \d+ records/s$", proc.stdout,
+                     re.M), proc.stdout
     assert re.search(r"accuracy vs spec rate \(100 Hz\): valid \d+\.\d%", proc.stdout), proc.stdout
 
 

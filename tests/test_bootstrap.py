@@ -7,8 +7,14 @@ import time
 import numpy as np
 import pytest
 
-from physiossl.eval.bootstrap import (bootstrap_class_aucs, bootstrap_ids, bootstrap_macro_aucs, class_aucs,
-                                      macro_auc_ci, macro_auc_fast)
+from physiossl.eval.bootstrap import (
+    bootstrap_class_aucs,
+    bootstrap_ids,
+    bootstrap_macro_aucs,
+    class_aucs,
+    macro_auc_ci,
+    macro_auc_fast,
+)
 from physiossl.eval.metrics import macro_auc
 
 

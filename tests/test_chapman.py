@@ -17,12 +17,20 @@ import pytest
 from scipy.io import loadmat
 from scipy.signal import resample_poly
 
+from helpers import (
+    CANONICAL,
+    assert_cli_converts,
+    assert_fraction_failure,
+    assert_missing_input_fails,
+    copy_tree,
+    leftovers,
+    read_quarantine,
+    sha256,
+)
+from physiossl.data.convert import ConversionError
+from physiossl.data.ecg.sources import chapman
+from physiossl.data.ecg.store import open_store, read_labels, read_meta
 from physiossl.data.fetch import DownloadError, verify_sha256sums
-from physiossl.data.sources import ConversionError, chapman
-from physiossl.data.store import open_store, read_labels, read_meta
-
-from helpers import (CANONICAL, assert_cli_converts, assert_fraction_failure, assert_missing_input_fails, copy_tree,
-                     leftovers, read_quarantine, sha256)
 
 RECORD = "MUSE_20180111_155115_19000"
 
@@ -152,7 +160,8 @@ def test_real_record_attrs_and_classes_from_name_tables(store100, real_tree, cha
     assert "SI" in rhythms and "SA" not in rhythms
     assert attrs["provenance"]["code_aliases"] == {"rhythm": {"SA": "SI"}}
     files = attrs["provenance"]["files_sha256"]
-    assert files == {name: sha256(real_tree / name) for name in ("Diagnostics.xlsx", "RhythmNames.xlsx", "ConditionNames.xlsx")}
+    assert files == {name: sha256(real_tree / name)
+                     for name in ("Diagnostics.xlsx", "RhythmNames.xlsx", "ConditionNames.xlsx")}
     assert files["RhythmNames.xlsx"] == sha256(chapman_fixtures / "RhythmNames.xlsx")
     assert attrs["provenance"]["class_names"]["rhythm"]["SI"] == "Sinus Irregularity"
 
@@ -539,8 +548,8 @@ def test_download_refuses_corrupt_archive(real_tree, fake_host, tmp_path):
 # --------------------------------------------------------------------------------------------- WFDB release
 def test_wfdb_release_record_converts(chapman_fixtures, tmp_path):
     challenge = pytest.importorskip(
-        "physiossl.data.sources._challenge",
-        reason="physiossl.data.sources._challenge (the challenge-format reader) is not in this tree yet")
+        "physiossl.data.ecg.sources._challenge",
+        reason="physiossl.data.ecg.sources._challenge (the challenge-format reader) is not in this tree yet")
     raw = tmp_path / "raw"
     shutil.copytree(chapman_fixtures / "WFDBRecords", raw / "WFDBRecords", copy_function=shutil.copyfile)
     out = tmp_path / "wfdb.zarr"

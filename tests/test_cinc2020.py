@@ -18,13 +18,22 @@ import scipy.io
 import wfdb
 from scipy.signal import resample_poly
 
+from helpers import (
+    assert_cli_converts,
+    assert_failure_keeps_previous_store,
+    assert_fraction_failure,
+    assert_missing_input_fails,
+    copy_tree,
+    read_quarantine,
+    update_checksums,
+    wfdb_canonical,
+)
 from physiossl.cli import main
-from physiossl.data.sources import available, cinc2020, get_source
-from physiossl.data.sources._challenge import _read_fallback, read_challenge_record
-from physiossl.data.store import LEADS, open_store, read_labels, read_meta
-
-from helpers import (assert_cli_converts, assert_failure_keeps_previous_store, assert_fraction_failure,
-                     assert_missing_input_fails, copy_tree, read_quarantine, update_checksums, wfdb_canonical)
+from physiossl.data.ecg import LEADS
+from physiossl.data.ecg.sources import cinc2020
+from physiossl.data.ecg.sources._challenge import _read_fallback, read_challenge_record
+from physiossl.data.ecg.store import open_store, read_labels, read_meta
+from physiossl.data.sources import available, get_source
 
 SOURCE_DIRS = {"cpsc_2018": 500, "cpsc_2018_extra": 500, "st_petersburg_incart": 257, "ptb": 1000,
                "ptb-xl": 500, "georgia": 500}
@@ -192,7 +201,8 @@ READER_DEFECTS = {
     "corrupt_mat": (lambda h: h.with_suffix(".mat").write_bytes(b"this is not a MATLAB file" * 3), r"unreadable"),
     "eleven_leads": (_hea_11_leads, r"12 standard leads.*found 11"),
     "unknown_lead_name": (lambda h: _rewrite(h, signal_line=lambda s: s.replace(" V6", " V7")), r"12 standard leads"),
-    "unknown_units": (lambda h: _rewrite(h, signal_line=lambda s: s.replace("/mv", "/mmHg")), r"unknown amplitude unit"),
+    "unknown_units": (lambda h: _rewrite(h, signal_line=lambda s: s.replace("/mv", "/mmHg")),
+                      r"unknown amplitude unit"),
     "nan_marker": (_mat_with_nan_marker, r"non-finite"),
     "float_nan": (_float_mat_with_nan, r"non-finite"),
     "sample_count": (lambda h: _rewrite(h, "HR06000 12 500 5001"), r"5001"),
@@ -236,7 +246,8 @@ def test_demo_tree_layout_and_format(demo_tree, hr06000):
     scored = pd.read_csv(demo_tree / "dx_mapping_scored.csv", dtype=str)
     unscored = pd.read_csv(demo_tree / "dx_mapping_unscored.csv", dtype=str)
     assert list(scored.columns[:3]) == ["Dx", "SNOMED CT Code", "Abbreviation"]
-    assert list(scored.columns[3:]) == ["CPSC", "CPSC-Extra", "StPetersburg", "PTB", "PTB-XL", "Georgia", "Total", "Notes"]
+    assert list(scored.columns[3:]) == ["CPSC", "CPSC-Extra", "StPetersburg", "PTB", "PTB-XL", "Georgia", "Total",
+                                        "Notes"]
     assert list(unscored.columns[:3]) == ["Dx", "SNOMED CT Code", "Abbreviation"]
     codes = set(scored["SNOMED CT Code"]) | set(unscored["SNOMED CT Code"])
     real_style = hr06000.read_text().splitlines()[1].split()
@@ -377,7 +388,7 @@ def test_store_meta_labels_and_attrs(store, demo_tree):
 
 def test_leakage_guard_drops_held_out_ptbxl_records(store):
     """A pool that pretrains on this store drops the copies of PTB-XL's held-out records via xref/ptbxl."""
-    from physiossl.data.loading import SignalCache
+    from physiossl.data.ecg.loading import SignalCache
 
     root = open_store(store)
     ptbxl_ids = root.attrs["ptbxl_ids"]
@@ -411,7 +422,8 @@ def _unknown_code(hea: Path) -> None:
 
 
 QUARANTINE_CASES = {
-    "truncated_mat": ("cpsc_2018", lambda h: h.with_suffix(".mat").write_bytes(h.with_suffix(".mat").read_bytes()[:5000]),
+    "truncated_mat": ("cpsc_2018",
+                      lambda h: h.with_suffix(".mat").write_bytes(h.with_suffix(".mat").read_bytes()[:5000]),
                       r"unreadable|samples|reshape"),
     "corrupt_mat": ("georgia", lambda h: h.with_suffix(".mat").write_bytes(os.urandom(777)), r"unreadable|reshape"),
     "missing_mat": ("ptb", lambda h: h.with_suffix(".mat").unlink(), r"missing \.mat"),
@@ -548,7 +560,7 @@ REAL_FORMS = [
 def write_real_form(directory: Path, source: str, name: str, fs: int, n: int, stamp: str, gain: int, sex: str,
                     unit: str, style: str, rng: np.random.Generator) -> np.ndarray:
     """Write ``name``.hea/.mat in the given header style; returns the digital (12, n) int16 values."""
-    from physiossl.data import synth
+    from physiossl.data.ecg import synth
     beat = synth.synthesize(synth.sample_spec(rng), rng)
     beat = resample_poly(beat, fs, synth.FS, axis=1) if fs != synth.FS else beat
     signal = np.tile(beat, (1, -(-n // beat.shape[1])))[:, :n]

@@ -17,12 +17,14 @@ import pandas as pd
 import pytest
 from scipy.signal import resample_poly
 
-from physiossl.cli import main
-from physiossl.data.fetch import DownloadError
-from physiossl.data.sources import ConversionError, available, code15, codetest
-from physiossl.data.store import open_store, quarantine_path, read_labels, read_meta, refused_quarantine_path
-
 from helpers import read_quarantine
+from physiossl.cli import main
+from physiossl.data.convert import ConversionError
+from physiossl.data.ecg.sources import code15, codetest
+from physiossl.data.ecg.store import open_store, read_labels, read_meta
+from physiossl.data.fetch import DownloadError
+from physiossl.data.sources import available
+from physiossl.data.store import quarantine_path, refused_quarantine_path
 
 CLASSES = ["1dAVb", "RBBB", "LBBB", "SB", "AF", "ST"]
 N_DEMO = 90
@@ -400,7 +402,8 @@ def test_download_codetest_from_zenodo(codetest_zip, fake_host, tmp_path, endpoi
     assert (tree / "ecg_tracings.hdf5").read_bytes() == (demo_tree / "ecg_tracings.hdf5").read_bytes()
     assert (tree / "annotations" / "gold_standard.csv").is_file() and (tree / "SHA256SUMS.txt").is_file()
     manifest = json.loads((tree / "HOST_MANIFEST.json").read_text())
-    assert manifest["files"] == [{"path": "data.zip", "url": f"{fake_host.base}/api/records/3625006/files/data.zip/content",
+    assert manifest["files"] == [{"path": "data.zip",
+                                  "url": f"{fake_host.base}/api/records/3625006/files/data.zip/content",
                                   "size": len(data), "md5": hashlib.md5(data).hexdigest(), "sha256": None}]
     assert codetest.convert(tree, tmp_path / "ct.zarr", progress=False)["records"] == 10
 

@@ -1,4 +1,4 @@
-"""DVC and Snakemake on one project, as the README's "With DVC" section uses them, with a directory as the DVC remote:
+"""DVC and Snakemake on one project, as docs/dvc.md ("Commands") uses them, with a directory as the DVC remote:
 a Snakemake run recorded in DVC without rerunning anything and shared with `dvc push`; a fresh clone that, after
 `dvc pull` and `physiossl dvc-sync`, neither tool wants to rerun; a changed parameter that both tools rerun the same
 way, whichever runs it; the history of checkpoints, tables, metrics and plots; a parameter sweep as DVC experiments;
@@ -367,7 +367,8 @@ def test_paper_pipeline_groups_the_jobs_of_each_rule():
     assert groups["pretrain"]["matrix"]["method"] == sorted(
         yaml.safe_load((REPO / "config/paper_ecg.yaml").read_text())["pretrain"]["methods"])
     assert "pretrain --configfile config/paper_ecg.yaml --method ${item.method} " in groups["pretrain"]["cmd"]
-    assert {"download_data@ptbxl", "convert-ptbxl@ptbxl-100", "pretrain@simclr", "pretrain@cpc", "report"} <= set(stages)
+    assert {"download_data@ptbxl", "convert-ptbxl@ptbxl-100", "pretrain@simclr", "pretrain@cpc",
+            "report"} <= set(stages)
     simclr = stages["pretrain@simclr"]
     assert simclr["params"] == [{"config/paper_ecg.yaml": [
         "seed", "pretrain.dataset", "pools.all", "pretrain.folds", "pretrain.encoder", "pretrain.crop_s",

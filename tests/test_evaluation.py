@@ -14,13 +14,12 @@ import yaml
 from torch import nn
 
 from physiossl.config import load_config, stage_view
-from physiossl.data.loading import SignalCache
+from physiossl.data.ecg.loading import SignalCache
 from physiossl.eval.bootstrap import macro_auc_ci
 from physiossl.eval.protocols import Split, Task, finetune, param_groups
 from physiossl.eval.robustness import noisy_copy, robustness_curve
 from physiossl.models import build_encoder
 from physiossl.stages import evaluate
-
 from test_pretrain import REPO
 
 NOISE = {"gaussian_noise": {"std": 0.02}, "baseline_wander": {"amplitude": 0.1}}
@@ -171,7 +170,8 @@ def test_evaluation_writes_intervals_robustness_and_predictions(tmp_path, demo_s
     summary = evaluate.run(view, "random", "linear", demo_store, out, random_encoder="xresnet1d50")
     stored = json.loads(out.read_text())
     assert stored["test_macro_auc"] == summary["test_macro_auc"]
-    assert stored["subset"] == {"name": "all", "kind": "all", "value": None, "n_train_records": stored["n_records"]["train"]}
+    assert stored["subset"] == {"name": "all", "kind": "all", "value": None,
+                                "n_train_records": stored["n_records"]["train"]}
     assert stored["test_ci"]["low"] <= stored["test_macro_auc"] <= stored["test_ci"]["high"]
     assert [r["level"] for r in stored["robustness"]] == [0, 1, 2]
     assert stored["robustness"][0]["macro_auc"] == pytest.approx(stored["test_macro_auc"])
@@ -185,7 +185,8 @@ def test_evaluation_writes_intervals_robustness_and_predictions(tmp_path, demo_s
     fraction = tmp_path / "frac.json"
     view = stage_view(config, "evaluate", protocol="linear", subset="frac0.25")
     assert "robustness" not in view["evaluate"]
-    summary = evaluate.run(view, "random", "linear", demo_store, fraction, subset="frac0.25", random_encoder="xresnet1d50")
+    summary = evaluate.run(view, "random", "linear", demo_store, fraction, subset="frac0.25",
+                           random_encoder="xresnet1d50")
     assert summary["subset"]["kind"] == "fraction" and summary["subset"]["value"] == 0.25
     assert summary["subset"]["n_train_records"] == round(0.25 * stored["n_records"]["train"])
     assert summary["classes"] == stored["classes"] and summary["robustness"] == []

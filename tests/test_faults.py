@@ -30,12 +30,12 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers import copy_tree
 from physiossl.cli import main
 from physiossl.data import fetch
+from physiossl.data.ecg.store import open_store
 from physiossl.data.files import _HOST, MANIFEST
-from physiossl.data.store import StoreError, open_store, quarantine_path
-
-from helpers import copy_tree
+from physiossl.data.store import StoreError, quarantine_path
 from test_workflow import BIN, make_project, snakemake, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def host():
 
 # --------------------------------------------------------------------------------------------- archives and trees
 def ptbxl_files(fixtures: Path, padding: int = 0) -> dict[str, bytes]:
-    """The real PTB-XL files of the shared fixtures, with ``padding`` random bytes in one more file (listed in
+    """The real PTB-XL files of tests/fixtures, with ``padding`` random bytes in one more file (listed in
     SHA256SUMS.txt) to make the archive as large as a transfer that can be killed half way needs."""
     root = fixtures / "ptbxl"
     files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -370,7 +370,7 @@ def test_a_cached_download_failing_its_hosts_md5_is_deleted_named_and_fetched_ag
     """Zenodo publishes each file's MD5 and size: a cached copy that differs (same size) is deleted, the warning
     names it, and the file is fetched again; if the host's copy is bad too, the error names the cached path and says
     that both were deleted."""
-    from physiossl.data.sources import codetest
+    from physiossl.data.ecg.sources import codetest
     from test_code15 import serve_zenodo
 
     demo = codetest.demo(tmp_path / "demo", n_records=10, seed=4)
@@ -546,7 +546,7 @@ def training_commands(kind: str, store: Path, tmp_path: Path) -> dict[str, list[
 
 
 def opener(kind: str):
-    from physiossl.data.sleep_store import open_sleep_store
+    from physiossl.data.sleep.store import open_sleep_store
     return open_store if kind == "ecg" else open_sleep_store
 
 
@@ -632,7 +632,7 @@ def test_pretraining_on_an_altered_shard_refuses_naming_the_file(tmp_path, capsy
 
 
 def test_the_sleep_data_path_refuses_an_altered_shard_naming_the_file(tmp_path, fault):
-    from physiossl.data.sleep_loading import load_sleep_arrays
+    from physiossl.data.sleep.loading import load_sleep_arrays
     from physiossl.data.store import StoreError
     store, array = sleep_store(tmp_path)
     name = alter(store, array)

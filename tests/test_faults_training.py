@@ -23,7 +23,8 @@ from test_workflow import make_project, run, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
-TARGETS = {"pretrain": "results/tiny/pretrain/simclr/encoder.pt", "evaluate": "results/tiny/eval/simclr/linear/all.json"}
+TARGETS = {"pretrain": "results/tiny/pretrain/simclr/encoder.pt",
+           "evaluate": "results/tiny/eval/simclr/linear/all.json"}
 CHECKPOINTS = {"pretrain": "results/tiny/pretrain/simclr/lightning/checkpoints/last.ckpt",
                "evaluate": "results/tiny/eval/simclr/linear/all.lightning/checkpoints/last.ckpt"}
 
@@ -132,7 +133,8 @@ def test_sleep_training_killed_with_sigkill_resumes_to_the_uninterrupted_files(t
     ran, ref = (json.loads(p.read_text()) for p in (out, reference))
     run_fields = ("seconds", "resumed", "resumed_after_epochs", "metrics_csv")
     assert ran["resumed"] and ran["resumed_after_epochs"] == killed_after
-    assert {k: v for k, v in ran.items() if k not in run_fields} == {k: v for k, v in ref.items() if k not in run_fields}
+    assert ({k: v for k, v in ran.items() if k not in run_fields}
+            == {k: v for k, v in ref.items() if k not in run_fields})
     with np.load(out.with_suffix(".npz")) as a, np.load(reference.with_suffix(".npz")) as b:
         for key in b.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import leftovers
 from physiossl.data import fetch
 from physiossl.data.fetch import (
     DownloadError,
@@ -23,18 +24,16 @@ from physiossl.data.fetch import (
     verify_sha256sums,
 )
 
-from helpers import leftovers
-
-FIXTURE_TREE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ptbxl"
+FIXTURE_TREE = Path(__file__).resolve().parent / "fixtures" / "ptbxl"
 TOP = "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3"
 ARCHIVE_NAME = f"{TOP}.zip"
 CORRUPTED_REL = "records100/00000/00002_lr.dat"
 
 if not (FIXTURE_TREE / "SHA256SUMS.txt").is_file():
-    pytest.skip(
-        f"PTB-XL fixture tree not found at {FIXTURE_TREE} (expected a shared/ checkout "
-        "next to the repository)",
-        allow_module_level=True,
+    pytest.fail(
+        f"PTB-XL fixture tree not found at {FIXTURE_TREE}: the fixtures are part of the repository "
+        "(tests/fixtures, see tests/fixtures/PROVENANCE.md); restore them from git",
+        pytrace=False,
     )
 
 
@@ -507,7 +506,7 @@ def test_verify_sha256sums_reports_missing_and_binary_marker(tmp_path):
 def test_cli_download_then_convert_ptbxl(server, tmp_path, capsys):
     """`physiossl download ptbxl` through a truncated transfer, then `physiossl convert` of the tree."""
     from physiossl.cli import main
-    from physiossl.data.store import open_store
+    from physiossl.data.ecg.store import open_store
 
     archive = make_zip(fixture_files(), tmp_path / "build.zip")
     url = server.serve(ARCHIVE_NAME, archive)
@@ -535,7 +534,7 @@ def test_physionet_downloads_refuse_what_sha256sums_does_not_vouch_for(fake_host
     """PTB-XL's download (CinC 2020 and Chapman's WFDB release use the same path) against PhysioNet's shape: the
     project zip with SHA256SUMS.txt inside. Each defect is refused naming the file, nothing is installed, and the
     repaired host then installs the tree."""
-    from physiossl.data.sources import ptbxl
+    from physiossl.data.ecg.sources import ptbxl
 
     files = fixture_files()
     good = make_zip(files, tmp_path / "good.zip")

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from physiossl.data.audio import epoch_features, read_audio_file, resample_audio
-from physiossl.data.fetch import DownloadError
-from physiossl.data.sleep_store import open_sleep_store
-from physiossl.data.store import refused_quarantine_path
-from physiossl.data.sources import ConversionError, home_audio, psg_audio
-
 from helpers import copy_tree, leftovers, read_quarantine
+from physiossl.data.convert import ConversionError
+from physiossl.data.fetch import DownloadError
+from physiossl.data.sleep.features import epoch_features, read_audio_file, resample_audio
+from physiossl.data.sleep.sources import home_audio, psg_audio
+from physiossl.data.sleep.store import open_sleep_store
+from physiossl.data.sources import source_kind
+from physiossl.data.store import refused_quarantine_path
 
 FEATURES = {"audio_fs": 2000, "n_mels": 16, "n_fft": 256, "win": 200, "hop": 400, "fmin": 30, "fmax": 990}
 
@@ -133,7 +134,7 @@ def test_empty_folder(tmp_path):
 
 
 def test_download_says_there_is_nothing_to_download(tmp_path):
-    assert home_audio.KIND == "sleep"
+    assert source_kind("home_audio") == "sleep"
     with pytest.raises(DownloadError, match="nothing to download") as info:
         home_audio.download(tmp_path / "home")
     assert "local" in str(info.value) and "demo" in str(info.value)

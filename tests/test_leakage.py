@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from physiossl.config import ConfigError, load_config, stage_view, validate_config
-from physiossl.data.loading import SignalCache
-from physiossl.data.store import EcgStoreWriter, open_store
+from physiossl.data.ecg.loading import SignalCache
+from physiossl.data.ecg.store import EcgStoreWriter, open_store
 from physiossl.stages import evaluate, pretrain
 
 REPO = Path(__file__).resolve().parents[1]

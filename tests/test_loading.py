@@ -7,9 +7,17 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from physiossl.data.loading import (CropDataset, RandomCrops, SignalCache, WindowDataset, aggregate, collate_batch, crop_batch,
-                                    window_starts)
-from physiossl.data.store import EcgStoreWriter, open_store
+from physiossl.data.ecg.loading import (
+    CropDataset,
+    RandomCrops,
+    SignalCache,
+    WindowDataset,
+    aggregate,
+    collate_batch,
+    crop_batch,
+    window_starts,
+)
+from physiossl.data.ecg.store import EcgStoreWriter, open_store
 
 VAR_LENGTHS = [1000, 400, 1000, 150, 730, 1000, 90, 999, 251, 250]
 

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from physiossl.losses import (apc_loss, barlow_twins_loss, byol_loss, cpc_loss, infonce,
-                              masked_prediction_loss, nt_xent, simsiam_loss, sinkhorn, swav_loss)
+from physiossl.losses import (
+    apc_loss,
+    barlow_twins_loss,
+    byol_loss,
+    cpc_loss,
+    infonce,
+    masked_prediction_loss,
+    nt_xent,
+    simsiam_loss,
+    sinkhorn,
+    swav_loss,
+)
 
 
 def t64(x) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """What a run leaves to look at: one log file and one benchmark file per job, `snakemake --lint` clean but for what
-the project decided against (README, "Logs, benchmarks and the report"), and the `--log` option the rules use."""
+the project decided against (docs/cluster.md, "Logs, benchmarks and the report"), and the `--log` option the rules
+use."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-# the lints the project has decided against, in writing (README): the jobs run the one installed physiossl
+# the lints the project has decided against, in writing (docs/cluster.md): the jobs run the one installed physiossl
 # environment, which a cluster job inherits, instead of a conda environment or container per rule
 DECIDED_AGAINST = {"Specify a conda environment or container for each rule."}
 

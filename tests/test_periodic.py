@@ -107,7 +107,8 @@ def test_mae_interval_is_the_percentile_of_the_resampled_maes():
     ids = bootstrap_ids(80, 300, seed=2)
     ci = mae_ci(y, p, ids, level=0.9)
     manual = np.abs(p - y)[ids].mean(1)
-    assert ci["low"] == pytest.approx(np.percentile(manual, 5)) and ci["high"] == pytest.approx(np.percentile(manual, 95))
+    assert ci["low"] == pytest.approx(np.percentile(manual, 5))
+    assert ci["high"] == pytest.approx(np.percentile(manual, 95))
     assert ci["n_valid"] == 300
 
 
@@ -212,7 +213,8 @@ def test_linear_protocol_end_to_end(demo_store, tmp_path):
 
 
 def test_fraction_subset_trains_on_fewer_records(demo_store, tmp_path):
-    full = periodic.run(_view("linear"), "random", "linear", demo_store, tmp_path / "a.json", random_encoder="xresnet1d50")
+    full = periodic.run(_view("linear"), "random", "linear", demo_store, tmp_path / "a.json",
+                        random_encoder="xresnet1d50")
     half = periodic.run(_view("linear", "frac0.5"), "random", "linear", demo_store, tmp_path / "b.json",
                         subset="frac0.5", random_encoder="xresnet1d50")
     assert half["subset"]["kind"] == "fraction"
@@ -238,7 +240,8 @@ def test_zero_shot_trains_outside_the_band_and_reports_regions(demo_store, tmp_p
 
 
 def test_fft_protocol_reads_the_series_head_or_the_principal_component(demo_store, tmp_path):
-    summary = periodic.run(_view("fft"), "random", "fft", demo_store, tmp_path / "pc.json", random_encoder="xresnet1d50")
+    summary = periodic.run(_view("fft"), "random", "fft", demo_store, tmp_path / "pc.json",
+                           random_encoder="xresnet1d50")
     assert summary["series"].startswith("first principal component") and summary["best_epoch"] is None
     # stride 32 at 100 Hz: the series runs at 3.125 Hz and the search stops at its Nyquist frequency
     assert summary["series_fs_hz"] == pytest.approx(3.125)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from physiossl.data.loading import SignalCache
+from physiossl.data.ecg.loading import SignalCache
 from physiossl.eval.protocols import Split, Task, finetune, linear_eval
 from physiossl.models import build_encoder
 
@@ -48,7 +48,8 @@ def test_linear_eval_freezes_encoder_and_bn_statistics(task):
     before = copy.deepcopy(encoder.state_dict())
     assert any(k.endswith("running_mean") for k in before) and any(k.endswith("running_var") for k in before)
     epochs = 3
-    result = linear_eval(encoder, task, {"epochs": epochs, "lr": 1e-2, "weight_decay": 1e-4}, torch.device("cpu"), seed=0)
+    result = linear_eval(encoder, task, {"epochs": epochs, "lr": 1e-2, "weight_decay": 1e-4}, torch.device("cpu"),
+                         seed=0)
     after = encoder.state_dict()
     assert before.keys() == after.keys()
     for name, value in before.items():

@@ -15,13 +15,14 @@ import numpy as np
 import pyedflib
 import pytest
 
-from physiossl.data.audio import epoch_features, mix_channels, resample_audio
-from physiossl.data.fetch import DownloadError
-from physiossl.data.sleep_store import open_sleep_store
-from physiossl.data.store import refused_quarantine_path
-from physiossl.data.sources import ConversionError, psg_audio
-
 from helpers import copy_tree, leftovers, read_quarantine, sha256
+from physiossl.data.convert import ConversionError
+from physiossl.data.fetch import DownloadError
+from physiossl.data.sleep.features import epoch_features, mix_channels, resample_audio
+from physiossl.data.sleep.sources import psg_audio
+from physiossl.data.sleep.store import open_sleep_store
+from physiossl.data.sources import source_kind
+from physiossl.data.store import refused_quarantine_path
 
 FEATURES = {"audio_fs": 2000, "n_mels": 16, "n_fft": 256, "win": 200, "hop": 400, "fmin": 30, "fmax": 990}
 NS = "http://www.respironics.com/PatientStudy.xsd"
@@ -462,7 +463,8 @@ def test_download_refuses_a_bad_file_and_resumes(tiny_tree, fake_host, tmp_path,
     edf = next(n for n in names if n.endswith("[002].edf"))
     export = fake_host.routes["/api/gin-sdb-croissant/public/exportCroissant"][1]({"datasetId": [DATASET_ID],
                                                                                   "version": ["V3"]})
-    route = next(e["contentUrl"] for e in export["distribution"] if e["contentUrl"].endswith(quote(edf.rsplit("/")[-1])))
+    route = next(e["contentUrl"] for e in export["distribution"]
+                 if e["contentUrl"].endswith(quote(edf.rsplit("/")[-1])))
     route = "/download?" + route.split("?")[1].split("&")[0]
     fake_host.fault[route] = fault
     out = tmp_path / "data" / "psg_audio"
@@ -500,14 +502,14 @@ def test_download_refuses_paths_outside_the_tree(fake_host, tmp_path):
 
 
 def test_module_declares_a_sleep_source():
-    assert psg_audio.KIND == "sleep"
+    assert source_kind("psg_audio") == "sleep"
     assert json.loads(json.dumps(list(psg_audio.EVENT_TYPES))) == ["ObstructiveApnea", "CentralApnea", "MixedApnea",
                                                                     "Hypopnea", "Snore"]
 
 
 # --------------------------------------------------------------------------------------------- synthesis
 def test_synthetic_hypnogram_has_sleep_architecture():
-    from physiossl.data.synth_sleep import synth_hypnogram
+    from physiossl.data.sleep.synth import synth_hypnogram
 
     hyp = synth_hypnogram(960, np.random.default_rng(0))          # 8 h
     assert hyp.dtype == np.int8 and len(hyp) == 960
@@ -520,7 +522,7 @@ def test_synthetic_hypnogram_has_sleep_architecture():
 
 
 def test_breathing_depends_on_the_stage():
-    from physiossl.data.synth_sleep import breathing_audio, ood_noise, plan_breaths, synth_subject
+    from physiossl.data.sleep.synth import breathing_audio, ood_noise, plan_breaths, synth_subject
 
     rng = np.random.default_rng(0)
     stages = np.repeat(np.array([0, 3, 4, 2], dtype=np.int8), 40)    # 20 min of each

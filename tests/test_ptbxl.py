@@ -12,13 +12,22 @@ import pytest
 import wfdb
 from scipy.signal import find_peaks, resample_poly
 
+from helpers import (
+    CANONICAL,
+    assert_cli_converts,
+    assert_failure_keeps_previous_store,
+    assert_fraction_failure,
+    assert_missing_input_fails,
+    copy_tree,
+    read_quarantine,
+    sha256,
+    update_checksums,
+    wfdb_canonical,
+)
 from physiossl.cli import main
-from physiossl.data.sources import ptbxl
-from physiossl.data.store import LEADS, open_store, read_labels, read_meta
-
-from helpers import (CANONICAL, assert_cli_converts, assert_failure_keeps_previous_store, assert_fraction_failure,
-                     assert_missing_input_fails, copy_tree, read_quarantine, sha256, update_checksums,
-                     wfdb_canonical)
+from physiossl.data.ecg import LEADS
+from physiossl.data.ecg.sources import ptbxl
+from physiossl.data.ecg.store import open_store, read_labels, read_meta
 
 RHYTHMS = {"SR", "SBRAD", "STACH", "AFIB", "SARRH"}
 
@@ -353,7 +362,8 @@ def test_permuted_lead_order_is_mapped_by_name(raw_copy, ptbxl_raw, tmp_path):
     assert wfdb.rdrecord(str(stem)).sig_name[:2] == ["V6", "AVR"]
     out = tmp_path / "perm.zarr"
     ptbxl.convert(raw_copy, out, fs=100, max_quarantine_fraction=0.0, progress=False)
-    np.testing.assert_array_equal(open_store(out)["signals"][1], wfdb_canonical(ptbxl_raw / "records100/00000/00002_lr"))
+    np.testing.assert_array_equal(open_store(out)["signals"][1],
+                                  wfdb_canonical(ptbxl_raw / "records100/00000/00002_lr"))
 
 
 def test_a_trimmed_tree_converts_and_a_record_whose_file_is_gone_is_quarantined(demo_tree, tmp_path, caplog):
@@ -371,4 +381,5 @@ def test_a_trimmed_tree_converts_and_a_record_whose_file_is_gone_is_quarantined(
     quarantined = read_quarantine(out)
     assert list(quarantined) == [str(int(gone.name.split("_")[0]))]
     checks = open_store(out).attrs["provenance"]["input_checks"]
-    assert checks["sha256sums"].endswith(f"{1 + len(list((demo_tree / 'records500').rglob('*.*')))} listed files absent")
+    assert checks["sha256sums"].endswith(f"{1 + len(list((demo_tree / 'records500').rglob('*.*')))} "
+                                         f"listed files absent")

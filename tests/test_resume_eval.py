@@ -17,7 +17,6 @@ from lightning.pytorch.callbacks import Callback
 from physiossl.config import stage_view, validate_config
 from physiossl.models import build_encoder
 from physiossl.stages import common, evaluate, periodic, sleep
-
 from test_pretrain import REPO
 from test_sleep_pipeline import tiny_sleep_config, tiny_stores  # noqa: F401  (tiny_stores is a fixture)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 
 import pytest
+
 from test_workflow import make_project, snakemake, tiny_config
 
 

@@ -184,7 +184,7 @@ def test_demo_command_passes_the_config_options(tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------- streaming demos
 def test_streamed_code15_and_codetest_demos_hold_the_drawn_tracings(tmp_path):
-    from physiossl.data.sources import code15, codetest
+    from physiossl.data.ecg.sources import code15, codetest
 
     expected, specs = code15.demo_tracings(np.random.default_rng(4), 9)
     streamed = list(code15.iter_demo_tracings(np.random.default_rng(4), 9))
@@ -202,9 +202,15 @@ def test_streamed_code15_and_codetest_demos_hold_the_drawn_tracings(tmp_path):
 
 
 def test_demo_part_blocks_join_seamlessly():
-    from physiossl.data.sources import psg_audio
-    from physiossl.data.synth_sleep import MIC_MIX, TRACHEAL_MIX, plan_breaths, render_breathing, synth_hypnogram, \
-        synth_subject
+    from physiossl.data.sleep.sources import psg_audio
+    from physiossl.data.sleep.synth import (
+        MIC_MIX,
+        TRACHEAL_MIX,
+        plan_breaths,
+        render_breathing,
+        synth_hypnogram,
+        synth_subject,
+    )
 
     def take(block_s):
         rng = np.random.default_rng(0)
@@ -228,7 +234,7 @@ def test_demo_part_blocks_join_seamlessly():
 def test_psg_demo_writes_the_configured_rates(tmp_path):
     import pyedflib
 
-    from physiossl.data.sources import psg_audio
+    from physiossl.data.sleep.sources import psg_audio
 
     raw = psg_audio.demo(tmp_path / "raw", n_records=1, seed=1, minutes=1.5, part_minutes=1, mic_fs=8000,
                          tracheal_fs=8000)
@@ -247,8 +253,8 @@ FEATURES = {"audio_fs": 2000, "n_mels": 16, "n_fft": 256, "win": 200, "hop": 200
 
 
 def test_sleep_conversion_streams_nights_through_scratch_files_with_the_same_store(tmp_path, monkeypatch):
-    from physiossl.data.sources import psg_audio
-    from physiossl.data.sleep_store import SleepStoreWriter
+    from physiossl.data.sleep.sources import psg_audio
+    from physiossl.data.sleep.store import SleepStoreWriter
 
     raw = psg_audio.demo(tmp_path / "raw", n_records=3, seed=2, minutes=(2, 3), part_minutes=1)
     streamed = psg_audio.convert(raw, tmp_path / "a" / "psg_sleep.zarr", features=FEATURES, progress=False,
@@ -286,8 +292,8 @@ def _in_memory(write_nights):
 
 
 def test_add_night_blocks_rewinds_a_failed_night_across_a_shard(tmp_path):
-    from physiossl.data.audio import frames_per_epoch
-    from physiossl.data.sleep_store import SleepStoreWriter
+    from physiossl.data.sleep.features import frames_per_epoch
+    from physiossl.data.sleep.store import SleepStoreWriter
 
     shape = (FEATURES["n_mels"], frames_per_epoch(FEATURES))
     rng = np.random.default_rng(0)

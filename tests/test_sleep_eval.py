@@ -15,12 +15,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from physiossl.data.sleep_stages import VIEWS, to_view
-from physiossl.eval.sleep import (all_views, mean_night_bootstrap, night_bootstrap, paired_night_bootstrap,
-                                 staging_metrics)
-from physiossl.report.sleep import (OUTPUTS, SUMMARY_COLUMNS, TABLE_COLUMNS, hypnogram_figure, load_sleep_predictions,
-                                    load_sleep_results, per_class_table, sleep_markdown, sleep_metrics, sleep_table,
-                                    summary_table, write_sleep_report)
+from physiossl.data.sleep.stages import VIEWS, to_view
+from physiossl.eval.sleep import (
+    all_views,
+    mean_night_bootstrap,
+    night_bootstrap,
+    paired_night_bootstrap,
+    staging_metrics,
+)
+from physiossl.report.sleep import (
+    OUTPUTS,
+    SUMMARY_COLUMNS,
+    TABLE_COLUMNS,
+    hypnogram_figure,
+    load_sleep_predictions,
+    load_sleep_results,
+    per_class_table,
+    sleep_markdown,
+    sleep_metrics,
+    sleep_table,
+    summary_table,
+    write_sleep_report,
+)
 
 # hand example, 4-class view: confusion (rows true) [[1,1,0,0],[0,2,0,0],[0,0,1,0],[1,0,0,0]] over 6 scored epochs
 TRUE = np.array([0, 0, 1, 1, 2, 3, -1])

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from physiossl.augment import AUDIO_TRANSFORMS as AUDIO_REGISTRY
 from physiossl.augment.audio import (
-    AUDIO_TRANSFORMS,
     FreqMask,
     Gain,
     NoiseMix,
@@ -18,17 +18,12 @@ from physiossl.augment.audio import (
     TimeShift,
     build_audio_augment,
     mean_db,
-    validate_audio_augment,
 )
-from physiossl.models.sleep import (
-    SLEEP_MODELS,
-    SleepFormer,
-    SleepModel,
-    SoundSleepNet,
-    build_sleep_model,
-    sleep_model_args,
-)
+from physiossl.augment.validate import validate_audio_augment
+from physiossl.models import SLEEP_MODELS, build_sleep_model, sleep_model_args
+from physiossl.models.sleep import SleepFormer, SleepModel, SoundSleepNet
 
+AUDIO_TRANSFORMS = {name: AUDIO_REGISTRY.load(name) for name in AUDIO_REGISTRY.names()}
 N_MELS = 16
 
 
@@ -401,7 +396,8 @@ def test_config_validation_messages():
         "'sleep.augment[4].freq_mask': parameter 'max_bins' must be a non-negative integer",
         "'sleep.augment[4].freq_mask': parameter 'fill' must be one of 'mean', 'min'",
         "'sleep.augment[5].time_shift': parameter 'max_frac' must be a fraction in [0, 1]",
-        "'sleep.augment[6].reverb': unknown transform 'reverb'; valid: gain, noise_mix, time_mask",
+        "'sleep.augment[6].reverb': unknown transform 'reverb'; "
+        "valid: freq_mask, gain, noise_mix, time_mask, time_shift",
         "'sleep.augment[7]': must be a single-key mapping",
         "'sleep.augment[8].gain': parameters must be a mapping",
     ]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from physiossl.data.files import write_manifest
 from physiossl.config import ConfigError, sleep_runs, stage_keys, validate_config
+from physiossl.data.files import write_manifest
 from physiossl.stages.sleep import labeled_nights, split_nights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,8 @@ def test_grid_runs_and_stage_keys():
     assert stage_keys(config, "train_sleep", variant="sc", pool="in", seed="3") == stage_keys(
         config, "train_sleep", variant="sc", pool="in")                    # adding seeds leaves runs unchanged
     keys = stage_keys(config, "train_sleep", variant="both", pool="ood")
-    assert {"sleep.unlabeled", "sleep.losses.sequential_consistency", "sleep.losses.semi_supervised_contrastive"} <= set(keys)
+    assert {"sleep.unlabeled", "sleep.losses.sequential_consistency",
+            "sleep.losses.semi_supervised_contrastive"} <= set(keys)
     assert "sleep.losses.ccssl" not in keys
     keys = stage_keys(config, "train_sleep", variant="supervised", pool="none")
     assert not any(k.startswith("sleep.losses") for k in keys) and "sleep.unlabeled" not in keys
@@ -149,7 +150,7 @@ def tiny_sleep_config() -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_stores(tmp_path_factory):
-    from physiossl.data.sources import home_audio, psg_audio
+    from physiossl.data.sleep.sources import home_audio, psg_audio
 
     root = tmp_path_factory.mktemp("sleep_stores")
     psg = psg_audio.demo(root / "raw_psg", n_records=6, seed=4, minutes=(5, 6), part_minutes=2)
@@ -201,7 +202,7 @@ def test_hidden_labels_never_reach_training(tiny_stores, tmp_path):
 
     import zarr
 
-    from physiossl.data.sleep_store import open_sleep_store
+    from physiossl.data.sleep.store import open_sleep_store
 
     config = tiny_sleep_config()
     reference = _train(config, "both", "in", tiny_stores, tmp_path / "a" / "both.json")
@@ -210,7 +211,8 @@ def test_hidden_labels_never_reach_training(tiny_stores, tmp_path):
     root = open_sleep_store(scrambled["psg"])
     ids, offsets = [str(i) for i in root["nights/id"][:]], root["nights/offsets"][:]
     stages = root["labels/stage"][:]
-    for night in reference["split"]["unlabeled"] + sorted(set(reference["split"]["train"]) - set(reference["labeled_nights"])):
+    for night in (reference["split"]["unlabeled"]
+                  + sorted(set(reference["split"]["train"]) - set(reference["labeled_nights"]))):
         k = ids.index(night)
         stages[offsets[k]:offsets[k + 1]] = (stages[offsets[k]:offsets[k + 1]] + 2) % 5
     assert (stages != root["labels/stage"][:]).any()
@@ -247,7 +249,7 @@ def test_unknown_variant_and_mismatched_pool_are_refused(tmp_path):
     view = {"seed": 0, "sleep": tiny_sleep_config()["sleep"]}
     with pytest.raises(ValueError, match="unknown sleep-staging variant 'fixmatch'"):
         sleep.run(view, "fixmatch", 0.5, "in", tmp_path / "s.zarr", [], tmp_path / "r.json")
-    with pytest.raises(ValueError, match="supervised runs use pool 'none'"):
+    with pytest.raises(ValueError, match="pool .in. does not go with variant .supervised."):
         sleep.run(view, "supervised", 0.5, "in", tmp_path / "s.zarr", [], tmp_path / "r.json")
     with pytest.raises(ValueError, match="pool 'ood' needs the stores of sleep.unlabeled"):
         sleep.run(view, "both", 0.5, "ood", tmp_path / "s.zarr", [], tmp_path / "r.json")
@@ -257,13 +259,19 @@ def test_unknown_variant_and_mismatched_pool_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_sleep_demo_grid_runs_through_snakemake_and_dvc_export(tmp_path):
-    from test_workflow import make_project, planned_jobs, snakemake
-
     from physiossl.dvc_export import export_document, resolve
+    from test_workflow import (
+        assert_jobs_imported_only_declared_code,
+        make_project,
+        planned_jobs,
+        snakemake,
+        snakemake_traced,
+    )
 
     project = make_project(tmp_path, "sleep", tiny_sleep_config())
     assert planned_jobs(project) == {"demo_data": 2, "convert_sleep": 2, "train_sleep": 3, "sleep_report": 1, "all": 1}
-    snakemake(project)
+    snakemake_traced(project, tmp_path / "trace")
+    assert_jobs_imported_only_declared_code(project, tmp_path / "trace")
     report = project / "results/tiny/report"
     table = (report / "sleep.md").read_text()
     assert "supervised only" in table and "+ both" in table
@@ -289,7 +297,8 @@ def test_sleep_demo_grid_runs_through_snakemake_and_dvc_export(tmp_path):
     stage = stages[names["train_sleep-0.5-ood-0-both"]]
     assert "--unlabeled data/tiny/stores/home_sleep.zarr" in stage["cmd"] and "--seed 0" in stage["cmd"]
     params = stage["params"][0]["config/tiny.yaml"]
-    assert {"sleep.unlabeled", "sleep.losses.sequential_consistency", "sleep.losses.semi_supervised_contrastive"} <= set(params)
+    assert {"sleep.unlabeled", "sleep.losses.sequential_consistency",
+            "sleep.losses.semi_supervised_contrastive"} <= set(params)
     assert "sleep.losses.ccssl" not in params and "sleep.features" not in params
     assert "sleep.features" in stages[names["convert_sleep-home"]]["params"][0]["config/tiny.yaml"]
     assert stages["sleep_report"]["metrics"] == ["results/tiny/report/sleep_metrics.json"]
@@ -316,12 +325,12 @@ def test_paper_sleep_grid_plans_every_run(tmp_path):
     grid = config["sleep"]["grid"]
     n_runs = len(grid["fractions"]) * (1 + (len(grid["variants"]) - 1) * len(grid["pools"])) * len(grid["seeds"])
     assert jobs == {"download_data": 1, "convert_sleep": 2, "train_sleep": n_runs, "sleep_report": 1, "all": 1}
-    assert n_runs == 108  # the count stated in config/paper_sleep.yaml and the README
+    assert n_runs == 108  # the count stated in config/paper_sleep.yaml and docs/experiments.md
 
 
 @pytest.mark.slow
 def test_train_stride_workers_and_strong_augment_settings(tiny_stores, tmp_path):
-    from physiossl.data.sleep_loading import load_sleep_arrays, sequence_starts
+    from physiossl.data.sleep.loading import load_sleep_arrays, sequence_starts
 
     config = tiny_sleep_config()
     t = config["sleep"]["train"]

@@ -16,7 +16,7 @@ import zarr
 from torch.utils.data import DataLoader
 
 from physiossl.data.files import write_manifest
-from physiossl.data.audio import (
+from physiossl.data.sleep.features import (
     FEATURE_KEYS,
     AudioError,
     check_features,
@@ -29,19 +29,19 @@ from physiossl.data.audio import (
     read_audio_file,
     resample_audio,
 )
-from physiossl.data.sleep_loading import (
-    normalize_nights,
+from physiossl.data.sleep.loading import (
     SequenceDataset,
     SleepArrays,
     accumulate_windows,
     collate_batch,
     concat_arrays,
     load_sleep_arrays,
+    normalize_nights,
     sequence_starts,
     short_nights,
 )
-from physiossl.data.sleep_stages import STAGES, to_view
-from physiossl.data.sleep_store import (
+from physiossl.data.sleep.stages import STAGES, to_view
+from physiossl.data.sleep.store import (
     SLEEP_SCHEMA,
     SleepStoreWriter,
     StoreError,
@@ -513,7 +513,8 @@ def test_normalize_nights_removes_each_nights_per_bin_offset():
     features = base.copy()
     features[:6] += offsets[0][None, :, None]
     features[6:] += offsets[1][None, :, None]
-    arrays = SleepArrays(features=features, stages=np.zeros(10, np.int8), night=np.repeat([0, 1], [6, 4]).astype(np.int32),
+    arrays = SleepArrays(features=features, stages=np.zeros(10, np.int8),
+                         night=np.repeat([0, 1], [6, 4]).astype(np.int32),
                          index=np.r_[np.arange(6), np.arange(4)].astype(np.int32), night_ids=["a", "b"],
                          labeled=np.array([True, True]), offsets=np.array([0, 6, 10]), attrs={"dataset": "d"})
     normalize_nights(arrays, frame_step=1)

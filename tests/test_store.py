@@ -14,19 +14,11 @@ import pytest
 import zarr
 
 from physiossl.cli import main
-from physiossl.data.sources import settle_quarantine
+from physiossl.data.convert import settle_quarantine
+from physiossl.data.ecg import LEADS
+from physiossl.data.ecg.store import ECG_SCHEMA, EcgStoreWriter, open_store, read_labels, read_meta
 from physiossl.data.files import replace_path, write_manifest
-from physiossl.data.store import (
-    ECG_SCHEMA,
-    LEADS,
-    EcgStoreWriter,
-    StoreError,
-    open_store,
-    quarantine_path,
-    read_labels,
-    read_meta,
-    write_quarantine,
-)
+from physiossl.data.store import StoreError, quarantine_path, write_quarantine
 
 LABEL_SETS = {"rhythm": ["AFIB", "SR"], "form": ["LVOLT", "PVC", "QWAVE"]}
 
@@ -95,7 +87,8 @@ def test_open_store_names_a_missing_or_truncated_file(small_store):
     name = shard.relative_to(path).as_posix()
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
-    with pytest.raises(StoreError, match=rf"{re.escape(name)} has {len(data) // 2:,} bytes, the manifest {len(data):,}"):
+    with pytest.raises(StoreError,
+                       match=rf"{re.escape(name)} has {len(data) // 2:,} bytes, the manifest {len(data):,}"):
         open_store(path)
     shard.unlink()
     with pytest.raises(StoreError, match=rf"{re.escape(str(path))}: {re.escape(name)} is missing") as info:

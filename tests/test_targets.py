@@ -1,4 +1,4 @@
-"""Heart rate derived from the signal: the rule of physiossl.data.targets on synthetic and real records, the
+"""Heart rate derived from the signal: the rule of physiossl.data.ecg.targets on synthetic and real records, the
 store writer's targets/heart_rate and its attrs, and SignalCache.targets."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from scipy.signal import butter, decimate, filtfilt, find_peaks
 
-from physiossl.data import synth, targets
-from physiossl.data.loading import SignalCache
-from physiossl.data.sources import chapman, ptbxl
-from physiossl.data.store import EcgStoreWriter, StoreError, open_store, read_labels, read_meta
-from physiossl.data.targets import HEART_RATE_METHOD, REASONS, heart_rate
-
 from helpers import wfdb_canonical
+from physiossl.data.ecg import synth, targets
+from physiossl.data.ecg.loading import SignalCache
+from physiossl.data.ecg.sources import chapman, ptbxl
+from physiossl.data.ecg.store import EcgStoreWriter, open_store, read_labels, read_meta
+from physiossl.data.ecg.targets import HEART_RATE_METHOD, REASONS, heart_rate
+from physiossl.data.store import StoreError
 
 CHAPMAN_RECORD = "MUSE_20180111_155115_19000"
 
@@ -326,7 +326,7 @@ def _finish(writer) -> None:
 
 
 def test_writer_derives_heart_rate(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="physiossl.data.store"):
+    with caplog.at_level(logging.INFO, logger="physiossl.data.ecg.store"):
         with EcgStoreWriter.open(tmp_path / "a.zarr", capacity=4, n_samples=1000, fs=100) as w:
             rates = _append_demo(w, 4)
             _finish(w)
@@ -364,7 +364,7 @@ def test_writer_counts_reasons(tmp_path):
 
 
 def test_worker_processes_give_the_same_rates_in_the_same_order(tmp_path, monkeypatch):
-    import physiossl.data.store as store
+    import physiossl.data.ecg.store as store
 
     monkeypatch.setattr(store, "SHARD_RECORDS", 8)  # several shards, each derived in the worker processes
     monkeypatch.setattr(store, "CHUNK_RECORDS", 4)

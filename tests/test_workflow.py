@@ -50,19 +50,53 @@ def make_project(tmp_path: Path, name: str, config: dict | None = None) -> Path:
     return project
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     # one thread per job: the same arithmetic order in every process, whatever the machine's load
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1")
+               MKL_NUM_THREADS="1", **(env or {}))
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 
-def snakemake(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(project: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/tiny.yaml", *args],
-               project, check)
+               project, check, env)
+
+
+def snakemake_traced(project: Path, trace: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the workflow with every job recording the physiossl modules it imports (see
+    :func:`assert_jobs_imported_only_declared_code`)."""
+    from physiossl.cli import TRACE_IMPORTS
+
+    return snakemake(project, *args, env={TRACE_IMPORTS: str(trace)})
+
+
+def assert_jobs_imported_only_declared_code(project: Path, trace: Path) -> None:
+    """Every physiossl module that a job of the last run imported is among the code inputs Snakemake holds for the
+    job (its rule's import closure, physiossl.codedeps), the command-line dispatcher excepted; and every job that
+    ran recorded its imports."""
+    lines = snakemake(project, "--detailed-summary").stdout.splitlines()
+    header = lines[0].split("\t")
+    declared = {}
+    for line in lines[1:]:
+        row = dict(zip(header, line.split("\t")))
+        if row.get("log-file(s)", "-") != "-":
+            declared[row["log-file(s)"]] = set(row["input-file(s)"].split(","))
+    traces = [json.loads(p.read_text()) for p in sorted(trace.glob("*.json"))]
+    logs = {t["argv"][t["argv"].index("--log") + 1]: t["modules"] for t in traces}
+    assert set(logs) == set(declared), (sorted(set(declared) - set(logs)), sorted(set(logs) - set(declared)))
+    for log, modules in logs.items():
+        files = set()
+        for module in modules:
+            if module == "physiossl.cli":
+                continue
+            path = Path("src", *module.split("."))
+            files.add(str(path / "__init__.py" if (project / path).is_dir() else path.with_suffix(".py")))
+        missing = sorted(files - declared[log])
+        assert not missing, f"the job of {log} imported modules its rule does not declare: {missing}"
 
 
 def planned_jobs(project: Path) -> dict[str, int]:
@@ -96,7 +130,8 @@ def test_paper_grid_plans_every_method_protocol_and_subset():
     runs_per_method = sum(1 + (len(sweep["fractions"]) + len(sweep["folds"]) if p in sweep["protocols"] else 0)
                           for p in exp["protocols"])
     per = config["periodic"]
-    periodic_runs = sum(1 + (len(per["label_efficiency"]["fractions"]) if p in per["label_efficiency"]["protocols"] else 0)
+    periodic_runs = sum(1 + (len(per["label_efficiency"]["fractions"])
+                             if p in per["label_efficiency"]["protocols"] else 0)
                         for p in per["protocols"])
     pretrained = {m for m in exp["methods"] + per["methods"] if not m.startswith("random")}
     proc = run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--configfile", "config/paper_ecg.yaml"], REPO)
@@ -106,7 +141,7 @@ def test_paper_grid_plans_every_method_protocol_and_subset():
     assert jobs == {"download_data": n_data, "convert": n_data, "pretrain": len(pretrained),
                     "evaluate": len(exp["methods"]) * runs_per_method,
                     "evaluate_periodic": len(per["methods"]) * periodic_runs, "report": 1, "all": 1}
-    assert sum(jobs.values()) == 282  # the count stated in config/paper_ecg.yaml and the README
+    assert sum(jobs.values()) == 282  # the count stated in config/paper_ecg.yaml and docs/experiments.md
 
 
 def test_snakemake_rejects_a_wrong_config_key(tmp_path):
@@ -172,7 +207,8 @@ def test_project_workflow_runs_through_the_slurm_profile(tmp_path):
 
 
 def test_mixed_pool_demo_config_plans_every_source():
-    proc = run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--configfile", "config/demo_pool.yaml"], REPO)
+    proc = run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--configfile", "config/demo_pool.yaml"],
+               REPO)
     table = proc.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
     assert jobs == {"all": 1, "demo_data": 4, "convert": 4, "pretrain": 1, "evaluate": 4, "report": 1}
@@ -201,7 +237,8 @@ def test_periodic_grid_runs_through_snakemake_and_its_dvc_export(tmp_path):
     project = make_project(tmp_path, "periodic", config)
     assert planned_jobs(project) == {"demo_data": 1, "convert": 1, "pretrain": 1, "evaluate": 1,
                                      "evaluate_periodic": 10, "report": 1, "all": 1}
-    snakemake(project)
+    snakemake_traced(project, tmp_path / "trace")
+    assert_jobs_imported_only_declared_code(project, tmp_path / "trace")
     report = project / "results/tiny/report"
     table = (report / "periodic.csv").read_text()
     for method in ("simper", "random"):

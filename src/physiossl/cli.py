@@ -7,7 +7,9 @@ import errno
 import inspect
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 from .config import ALL_LABELS, ConfigError, load_config, random_init_encoder, stage_view
@@ -71,8 +73,8 @@ def _cmd_convert(args) -> dict:
     raw = Path(args.raw)
     if not raw.is_dir():
         raise FileNotFoundError(f"{raw}: raw tree not found (run `physiossl download` or `physiossl demo` first)")
-    return get_source(args.dataset).convert(raw, Path(args.out), fs=args.fs, max_quarantine_fraction=args.max_quarantine,
-                                            workers=args.workers)
+    return get_source(args.dataset).convert(raw, Path(args.out), fs=args.fs,
+                                            max_quarantine_fraction=args.max_quarantine, workers=args.workers)
 
 
 def _cmd_convert_sleep(args) -> dict:
@@ -81,7 +83,8 @@ def _cmd_convert_sleep(args) -> dict:
     if args.dataset not in config["datasets"]:
         raise ConfigError(f"{args.configfile}: no dataset '{args.dataset}' under 'datasets'")
     if "sleep" not in config:
-        raise ConfigError(f"{args.configfile}: no 'sleep' section: sleep stores take their features from sleep.features")
+        raise ConfigError(f"{args.configfile}: no 'sleep' section: sleep stores take their features "
+                          "from sleep.features")
     ds = stage_view(config, "convert_sleep", dataset=args.dataset)["datasets"][args.dataset]
     if source_kind(ds["source"]) != "sleep":
         raise ConfigError(f"{args.configfile}: dataset '{args.dataset}' (source '{ds['source']}') is not a sleep-sound "
@@ -160,7 +163,8 @@ def _cmd_export_dvc(args) -> dict:
     text = export_dvc_yaml(Path(args.configfile), snakefile, pipeline)
     if args.check:
         if not out.is_file() or out.read_text() != text:
-            raise SystemExit(f"{out} is stale: regenerate it with `physiossl export-dvc --configfile {args.configfile}`")
+            raise SystemExit(f"{out} is stale: regenerate it with "
+                             f"`physiossl export-dvc --configfile {args.configfile}`")
         return {"dvc_yaml": str(out), "up_to_date": True}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -185,9 +189,10 @@ def _cmd_sizing(args) -> dict:
 def _cmd_verify_store(args) -> dict:
     """``physiossl verify-store STORE...``: every file of each store against the manifest written with it (sizes
     and SHA-256), then the store's contract (ECG or sleep)."""
+    from .data.ecg.store import open_store
     from .data.files import MANIFEST
-    from .data.sleep_store import SLEEP_SCHEMA, validate_sleep_store
-    from .data.store import STORE_QUARANTINE, StoreError, check_files, open_store, quarantine_path
+    from .data.sleep.store import SLEEP_SCHEMA, validate_sleep_store
+    from .data.store import STORE_QUARANTINE, StoreError, check_files, quarantine_path
     verified = {}
     for store in map(Path, args.stores):
         check_files(store, hashes=True)
@@ -202,11 +207,13 @@ def _cmd_verify_store(args) -> dict:
 
 
 def _cmd_check_config(args) -> dict:
-    config = load_config(args.configfile)
-    return {"configfile": args.configfile, "name": config["name"], "valid": True}
+    config = load_config(args.configfile, deep=args.deep)
+    return {"configfile": args.configfile, "name": config["name"], "valid": True, "deep": args.deep}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .variants import variant_names
+
     parser = argparse.ArgumentParser(prog="physiossl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--log", metavar="FILE", default=None,
@@ -255,10 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-sleep", help="train and test one sleep-staging run of the ablation grid")
     p.add_argument("--configfile", required=True)
-    p.add_argument("--variant", required=True, choices=["supervised", "sc", "ssc", "both", "ccssl"])
+    p.add_argument("--variant", required=True, choices=variant_names())
     p.add_argument("--fraction", required=True, type=float, help="fraction of the training nights that keep labels")
     p.add_argument("--pool", required=True, choices=["none", "in", "ood"],
-                   help="unlabeled pool: none (supervised), in (the dataset's unlabeled nights), ood (+ sleep.unlabeled)")
+                   help="unlabeled pool: none (supervised), in (the dataset's unlabeled nights), "
+                        "ood (+ sleep.unlabeled)")
     p.add_argument("--seed", type=int, default=None,
                    help="training seed (labeled nights, initialisation, batches); default: the config's seed")
     p.add_argument("--store", required=True, help="sleep store of sleep.dataset")
@@ -344,8 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stores", nargs="+")
     p.set_defaults(func=_cmd_verify_store)
 
-    p = sub.add_parser("check-config", help="validate a config file")
+    p = sub.add_parser("check-config", help="validate a config file (without importing torch)")
     p.add_argument("configfile")
+    p.add_argument("--deep", action="store_true",
+                   help="also run the checks that need the methods' code (imports torch and Lightning)")
     p.set_defaults(func=_cmd_check_config)
     return parser
 
@@ -408,7 +418,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"physiossl {args.command}: error: {message}", file=sys.stderr)
         return 1
     print(json.dumps(result, default=str))
+    _trace_imports(sys.argv[1:] if argv is None else argv)
     return 0
+
+
+#: a folder where every successful command records the physiossl modules it imported (the code-input test)
+TRACE_IMPORTS = "PHYSIOSSL_TRACE_IMPORTS"
+
+
+def _trace_imports(argv: list[str]) -> None:
+    folder = os.environ.get(TRACE_IMPORTS)
+    if not folder:
+        return
+    from .data.files import write_text_atomic
+
+    modules = sorted(name for name in sys.modules if name == "physiossl" or name.startswith("physiossl."))
+    path = Path(folder) / f"{os.getpid()}-{time.time_ns()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"argv": list(argv), "modules": modules}))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,5 @@
-"""Configuration: loading, validation against ``config/schema.yaml`` and per-stage views.
+"""Configuration: loading, validation against the schema shipped in the package (``physiossl/schema.yaml``)
+and per-stage views.
 
 A stage never sees the whole configuration, only the keys that :func:`stage_keys` lists for it. The
 Snakefile declares the same keys as rule ``params`` and the DVC export lists them as stage ``params``,
@@ -15,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().with_name("schema.yaml")
 RANDOM_INIT = "random"  # the random-initialisation baseline: a method name that needs no pretraining
 ALL_LABELS = "all"     # the evaluation subset that trains on every record of evaluate.train_folds
 #: training loggers (``pretrain.trainer.logger`` for pretraining and evaluation, ``sleep.train.logger``) and the
@@ -34,8 +35,10 @@ def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def validate_config(config: dict, source: str = "<config>") -> dict:
-    """Validate ``config`` against the schema and the cross-key rules; return it unchanged."""
+def validate_config(config: dict, source: str = "<config>", deep: bool = False) -> dict:
+    """Validate ``config`` against the schema and the cross-key rules; return it unchanged. Imports neither torch
+    nor Lightning unless ``deep``, which also runs the checks that need a method's code
+    (:meth:`physiossl.methods.base.SSLMethod.check_config`)."""
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -47,7 +50,7 @@ def validate_config(config: dict, source: str = "<config>") -> dict:
                 message = f"{err.instance!r} is not {' '.join(err.schema['description'].split())}"
             lines.append(f"  config key '{key}': {message}")
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
-    _check_cross_keys(config, source)
+    _check_cross_keys(config, source, deep)
     return config
 
 
@@ -92,20 +95,21 @@ def eval_subsets(config: dict, protocol: str, section: str = "experiment") -> li
             + [f"folds{k}" for k in sweep.get("folds", [])])
 
 
-def _check_methods(config: dict) -> list[str]:
+def _check_methods(config: dict, deep: bool) -> list[str]:
+    from .methods import validate_method_config
     from .models import ENCODERS
     from .models import encoder_args as encoder_args_of
-    from .methods import validate_method_config
 
     problems = []
     for name, cfg in config["pretrain"]["methods"].items():
-        problems += validate_method_config(name, cfg, f"pretrain.methods.{name}", encoder=config["pretrain"]["encoder"])
+        problems += validate_method_config(name, cfg, f"pretrain.methods.{name}", encoder=config["pretrain"]["encoder"],
+                                           deep=deep)
     for section in ("experiment", "periodic"):
         for method in config.get(section, {}).get("methods", []):
             encoder = random_init_encoder(config, method)
             if encoder is not None and encoder not in ENCODERS:
                 problems.append(f"config key '{section}.methods': baseline '{method}' names unknown encoder "
-                                f"'{encoder}' (available: {sorted(ENCODERS)})")
+                                f"'{encoder}' (available: {ENCODERS.names()})")
             elif encoder is None and method not in config["pretrain"]["methods"]:
                 problems.append(f"config key '{section}.methods': method '{method}' has no entry under "
                                 "'pretrain.methods'")
@@ -155,13 +159,14 @@ def _check_periodic(config: dict) -> list[str]:
     return problems
 
 
-def _check_cross_keys(config: dict, source: str) -> None:
+def _check_cross_keys(config: dict, source: str, deep: bool) -> None:
     from .data.sources import available
 
     problems = []
     for name, ds in config["datasets"].items():
         if ds["source"] not in available():
-            problems.append(f"config key 'datasets.{name}.source': unknown source '{ds['source']}' (available: {available()})")
+            problems.append(f"config key 'datasets.{name}.source': unknown source '{ds['source']}' "
+                            f"(available: {available()})")
         else:
             problems += _check_dataset_kind(name, ds) + demo_options_problems(name, ds)
     for section, stages in (("experiment", ("pretrain", "evaluate")), ("sleep", ("sleep",))):
@@ -171,7 +176,7 @@ def _check_cross_keys(config: dict, source: str) -> None:
     if "sleep" in config:
         problems += _check_sleep(config)
     if "experiment" in config:
-        problems += _check_ecg(config)
+        problems += _check_ecg(config, deep)
     problems += _check_training(config)
     if problems:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join("  " + p for p in problems))
@@ -253,20 +258,14 @@ def _check_dataset_kind(name: str, ds: dict) -> list[str]:
     return problems
 
 
-DEMO_FIXED = ("out_dir", "n_records", "seed")   # demo() arguments the command line gives, never demo.options
-
-
 def demo_options_problems(name: str, ds: dict) -> list[str]:
     """Keys of ``datasets.<name>.demo.options`` that the source's ``demo()`` does not take."""
-    import inspect
-
-    from .data.sources import get_source
+    from .data.sources import demo_options
 
     options = ds.get("demo", {}).get("options", {})
     if not options:
         return []
-    params = inspect.signature(get_source(ds["source"]).demo).parameters
-    accepted = [p for p in params if p not in DEMO_FIXED]
+    accepted = demo_options(ds["source"])
     return [f"config key 'datasets.{name}.demo.options.{key}': the demo of source '{ds['source']}' takes no option "
             f"'{key}' (accepted: {accepted or 'none'})" for key in options if key not in accepted]
 
@@ -280,20 +279,23 @@ def sleep_datasets(config: dict) -> list[str]:
 def sleep_runs(config: dict) -> list[tuple[str, float, str, int]]:
     """(variant, labeled fraction, pool, seed) of every run of the sleep ablation grid; supervised runs use pool
     'none'; the seeds are ``sleep.grid.seeds``, by default the top-level ``seed``."""
+    from .variants import VARIANTS
+
     grid = config["sleep"]["grid"]
     runs = []
     for variant in grid["variants"]:
         for fraction in grid["fractions"]:
-            runs += [(variant, fraction, "none")] if variant == "supervised" else [
-                (variant, fraction, pool) for pool in grid["pools"]]
+            runs += [(variant, fraction, pool) for pool in grid["pools"]] if VARIANTS[variant].get("unlabeled") else [
+                (variant, fraction, "none")]
     return [(*run, seed) for run in runs for seed in grid.get("seeds", [config["seed"]])]
 
 
 def _check_sleep(config: dict) -> list[str]:
-    from .augment.audio import validate_audio_augment
-    from .data.audio import check_features
+    from .augment.validate import validate_audio_augment
+    from .data.sleep.features import check_features
     from .data.sources import available, source_kind
-    from .models.sleep import sleep_model_args
+    from .models import sleep_model_args
+    from .variants import VARIANTS
 
     sl, datasets, problems = config["sleep"], config["datasets"], []
     for key, name in [("sleep.dataset", sl["dataset"])] + [("sleep.unlabeled", n) for n in sl.get("unlabeled", [])]:
@@ -312,9 +314,15 @@ def _check_sleep(config: dict) -> list[str]:
     if splits["val"] + splits["test"] + splits["unlabeled"] >= 1:
         problems.append("config key 'sleep.splits': val + test + unlabeled must leave training nights (sum < 1)")
     grid = sl["grid"]
+    for key in ("grid.variants", "hypnogram.variants"):
+        for variant in get_key(sl, key) if _present(sl, key) else []:
+            if variant not in VARIANTS:
+                problems.append(f"config key 'sleep.{key}': unknown sleep-staging variant '{variant}' "
+                                f"(available: {VARIANTS.names()})")
+    semi = [v for v in grid["variants"] if v in VARIANTS and VARIANTS[v].get("unlabeled")]
     if "ood" in grid["pools"] and not sl.get("unlabeled"):
         problems.append("config key 'sleep.grid.pools': pool 'ood' needs unlabeled datasets in 'sleep.unlabeled'")
-    if "in" in grid["pools"] and splits["unlabeled"] == 0 and 1 in grid["fractions"] and set(grid["variants"]) - {"supervised"}:
+    if "in" in grid["pools"] and splits["unlabeled"] == 0 and 1 in grid["fractions"] and semi:
         problems.append("config key 'sleep.grid': pool 'in' at fraction 1 has no unlabeled nights "
                         "(set sleep.splits.unlabeled above 0)")
     for variant in sl.get("hypnogram", {}).get("variants", []):
@@ -323,8 +331,8 @@ def _check_sleep(config: dict) -> list[str]:
     return problems
 
 
-def _check_ecg(config: dict) -> list[str]:
-    from .augment.ecg import validate_noise
+def _check_ecg(config: dict, deep: bool) -> list[str]:
+    from .augment.validate import validate_noise
 
     datasets, pools = config["datasets"], config.get("pools", {})
     problems = []
@@ -340,13 +348,14 @@ def _check_ecg(config: dict) -> list[str]:
     if config["evaluate"]["dataset"] not in datasets:
         problems.append(f"config key 'evaluate.dataset': unknown dataset '{config['evaluate']['dataset']}' "
                         f"(defined: {sorted(datasets)})")
-    problems += _check_methods(config)
+    problems += _check_methods(config, deep)
     ev = config["evaluate"]
     held_out = {ev["val_fold"], ev["test_fold"]}
     if ev["val_fold"] == ev["test_fold"]:
         problems.append("config key 'evaluate.test_fold': must differ from 'evaluate.val_fold'")
     if held_out & set(ev["train_folds"]):
-        problems.append(f"config key 'evaluate.train_folds': contains held-out fold(s) {sorted(held_out & set(ev['train_folds']))}")
+        problems.append(f"config key 'evaluate.train_folds': contains held-out fold(s) "
+                        f"{sorted(held_out & set(ev['train_folds']))}")
     if ev["dataset"] in pretrain_members(config) and held_out & set(config["pretrain"]["folds"]):
         problems.append(
             "config key 'pretrain.folds': pretraining on the evaluation's validation/test fold(s) "
@@ -362,7 +371,7 @@ def _check_ecg(config: dict) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path, deep: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -372,7 +381,7 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate_config(config, str(path))
+    return validate_config(config, str(path), deep)
 
 
 def stage_keys(config: dict, stage: str, method: str | None = None, protocol: str | None = None,
@@ -390,13 +399,14 @@ def stage_keys(config: dict, stage: str, method: str | None = None, protocol: st
         return [f"datasets.{dataset}.source", *_present(config, f"datasets.{dataset}.channels"),
                 f"datasets.{dataset}.max_quarantine_fraction", "sleep.features"]
     if stage == "train_sleep":
-        losses = {"supervised": [], "sc": ["sequential_consistency"], "ssc": ["semi_supervised_contrastive"],
-                  "both": ["sequential_consistency", "semi_supervised_contrastive"], "ccssl": ["ccssl"]}[variant]
+        from .variants import VARIANTS
+
+        plugin = VARIANTS[variant]
         return ["seed", "sleep.dataset", *(["sleep.unlabeled"] if pool == "ood" else []), "sleep.n_classes",
                 "sleep.splits", "sleep.model", "sleep.seq_len", *_present(config, "sleep.normalize"),
                 *_present(config, "sleep.train_stride"), "sleep.augment",
-                *(_present(config, "sleep.strong_augment") if variant == "ccssl" else []), "sleep.train",
-                *(f"sleep.losses.{name}" for name in losses), "sleep.bootstrap"]
+                *(_present(config, "sleep.strong_augment") if plugin.get("strong_augment") else []), "sleep.train",
+                *(f"sleep.losses.{name}" for name in plugin.get("losses", ())), "sleep.bootstrap"]
     if stage == "sleep_report":
         return ["name", "sleep.grid", *_present(config, "sleep.hypnogram")]
     if stage == "pretrain":

@@ -1,43 +1,31 @@
-# Helpers shared by the rules, which the other files hold: package sources as inputs (a code change reruns
+# Helpers shared by the rules, which the other files hold: the code a job runs as its input (a code change reruns
 # exactly the jobs that run that code), dataset and result paths, wildcard constraints, log and benchmark files.
 import re
 import shlex
 from pathlib import Path
 
-from physiossl.data.sources import source_kind
+from physiossl.codedeps import code_files
+from physiossl.data.sources import SOURCES, source_kind
+from physiossl.methods import METHODS
+from physiossl.models import ENCODERS, SLEEP_MODELS
+from physiossl.variants import VARIANTS
 
 
-# modules only the sleep-staging commands run: a folder named as an ECG rule's input leaves them out
-SLEEP_CODE = ("models/sleep.py", "augment/audio.py", "eval/sleep.py", "report/sleep.py",
-              "losses/sequential_consistency.py", "losses/semi_supervised_contrastive.py", "losses/ccssl.py")
+def code(*modules):
+    """The job's code inputs: the import closure of ``modules`` (its stage module and the plugins it loads by name;
+    physiossl.codedeps says what counts)."""
+    return code_files(*modules)
 
 
-# modules that no rule's command runs (`physiossl sizing` reads the benchmark files after the runs): left out of the
-# folders named as inputs, so that they rerun nothing
-NOT_RUN_BY_RULES = ("report/sizing.py", "stages/sizing.py")
+def source_module(dataset):
+    return SOURCES[source_of(dataset)].module
 
 
-# what every stage that reads a store and writes run results runs besides its own modules: the store reader,
-# the atomic writers and the stage helpers (run fingerprints, checkpoints, JSON results)
-STAGE_CODE = ("data/store.py", "data/files.py", "stages/common.py")
-
-
-def code(*parts):
-    """Python sources under src/physiossl that a rule's command runs (files of a named folder but SLEEP_CODE)."""
-    root, files = Path("src/physiossl"), []
-    for part in parts:
-        path = root / part
-        files += (sorted(str(p) for p in path.rglob("*.py")
-                         if p.relative_to(root).as_posix() not in SLEEP_CODE + NOT_RUN_BY_RULES)
-                  if path.is_dir() else [str(path)])
-    return files
-
-
-def method_code(method):
-    """A method's own file and what every method runs (the registry, the base class, shared helpers)."""
-    shared = sorted(p.name for p in Path("src/physiossl/methods").glob("*.py")
-                    if p.name.startswith("_") or p.name == "base.py")
-    return code(*(f"methods/{name}" for name in shared), f"methods/{method}.py")
+def encoder_module(method):
+    """The encoder a pretraining or evaluation job of ``method`` builds."""
+    encoder = random_init_encoder(config, method) or config["pretrain"]["methods"][method].get(
+        "encoder", config["pretrain"]["encoder"])
+    return ENCODERS[encoder].module
 
 
 def one_of(names):

@@ -9,8 +9,7 @@ rule demo_data:
     log:
         logfile("demo_data/{dataset}")
     input:
-        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py",
-                             "data/synth_sleep.py" if is_sleep(wc.dataset) else "data/synth.py"),
+        code=lambda wc: code(source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of(datasets_in_mode("demo")),
     params:
@@ -33,7 +32,7 @@ rule download_data:
     log:
         logfile("download_data/{dataset}")
     input:
-        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/fetch.py", "data/hosts.py"),
+        code=lambda wc: code(source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of(datasets_in_mode("download")),
     params:
@@ -53,7 +52,7 @@ rule convert:
         logfile("convert/{dataset}_{fs}hz")
     input:
         raw=lambda wc: raw_path(wc.dataset),
-        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/store.py", "data/targets.py"),
+        code=lambda wc: code(source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of([d for d in config["datasets"] if not is_sleep(d)]),
         fs=r"\d+",

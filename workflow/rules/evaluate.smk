@@ -13,7 +13,7 @@ rule evaluate:
     input:
         store=store_path(config["evaluate"]["dataset"]),
         checkpoint=pretrained,
-        code=code("models", "eval", "augment", "data/loading.py", *STAGE_CODE, "stages/evaluate.py"),
+        code=lambda wc: code("physiossl.stages.evaluate", encoder_module(wc.method)),
     wildcard_constraints:
         method=one_of(config["experiment"]["methods"]),
         protocol=one_of(config["experiment"]["protocols"]),

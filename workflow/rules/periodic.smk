@@ -15,8 +15,7 @@ if "periodic" in config:
         input:
             store=store_path(config["evaluate"]["dataset"]),
             checkpoint=pretrained,
-            code=code("models", "eval", "augment", "data/loading.py", *STAGE_CODE, "stages/evaluate.py",
-                      "stages/periodic.py"),
+            code=lambda wc: code("physiossl.stages.periodic", encoder_module(wc.method)),
         wildcard_constraints:
             method=one_of(config["periodic"]["methods"]),
             protocol=one_of(config["periodic"]["protocols"]),

@@ -12,8 +12,7 @@ rule pretrain:
     input:
         stores=[store_path(d) for d in pretrain_members(config)],
         eval_store=store_path(config["evaluate"]["dataset"]),
-        code=lambda wc: code("models", "losses", "augment", "data/loading.py", *STAGE_CODE, "stages/pretrain.py")
-                       + method_code(wc.method),
+        code=lambda wc: code("physiossl.stages.pretrain", METHODS[wc.method].module, encoder_module(wc.method)),
     wildcard_constraints:
         method=one_of(pretrained_methods(config)),
     params:

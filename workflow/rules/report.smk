@@ -20,7 +20,7 @@ rule report:
         results=eval_results(),
         periodic=periodic_results(),
         periodic_predictions=[path.replace(".json", ".npz") for path in periodic_results()],
-        code=code("report", "stages/report.py"),
+        code=code("physiossl.stages.report"),
     params:
         out_dir=lambda wc, output: os.path.dirname(output.metrics),
         configfile=CONFIGFILE,

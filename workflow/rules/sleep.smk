@@ -12,8 +12,7 @@ rule convert_sleep:
         logfile("convert_sleep/{dataset}")
     input:
         raw=lambda wc: raw_path(wc.dataset),
-        code=lambda wc: code(f"data/sources/{source_of(wc.dataset)}.py", "data/audio.py", "data/sleep_store.py",
-                             "data/sleep_stages.py"),
+        code=lambda wc: code(source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of(sleep_datasets(config)),
     params:
@@ -39,11 +38,10 @@ rule train_sleep:
     input:
         store=sleep_store_path(config["sleep"]["dataset"]),
         unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
-        code=code(*(c for c in SLEEP_CODE if c != "report/sleep.py"), "losses/__init__.py", "losses/_common.py",
-                  "data/sleep_loading.py", "data/sleep_store.py", "data/sleep_stages.py", "data/loading.py",
-                  "data/audio.py", "eval/bootstrap.py", *STAGE_CODE, "stages/sleep.py", "stages/evaluate.py"),
+        code=lambda wc: code("physiossl.stages.sleep", VARIANTS[wc.variant].module,
+                             SLEEP_MODELS[config["sleep"]["model"]["name"]].module),
     wildcard_constraints:
-        variant="supervised|sc|ssc|both|ccssl",
+        variant=one_of(VARIANTS.names()),
         fraction=r"[0-9.e-]+",
         pool="none|in|ood",
         seed=r"\d+",
@@ -78,8 +76,7 @@ rule sleep_report:
     input:
         results=sleep_results(),
         predictions=[path.replace(".json", ".npz") for path in sleep_results()],
-        code=code("report/sleep.py", "report/tables.py", "eval/sleep.py", "eval/bootstrap.py", "data/sleep_stages.py",
-                  "data/files.py", "stages/report.py"),
+        code=code("physiossl.stages.report"),
     params:
         out_dir=lambda wc, output: os.path.dirname(output.metrics),
         configfile=CONFIGFILE,

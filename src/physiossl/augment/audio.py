@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ecg import Transform, _check_transform, _inside, _is_number, _params, _real, _uniform, validate_pipeline
+from . import AUDIO_TRANSFORMS, register_audio_transform
+from .ecg import Transform
+from .ops import inside, real, uniform
+from .validate import validate_audio_augment
 
 DB = math.log(10.0) / 10.0
 """Natural-log units per dB: power = exp(DB · x) for x in dB."""
@@ -85,16 +88,13 @@ class AudioTransform(Transform):
             y = torch.where(chosen[:, None, None, None], y, seq)
         return y if x.dim() == 4 else y.squeeze(1)
 
-    @classmethod
-    def special_params(cls) -> tuple[str, ...]:
-        """The parameters checked by :func:`_check_special` rather than by the ECG rules."""
-        return (*cls.signed_params, *cls.option_params, *cls.unit_params, *cls.positive_scalars)
 
 
 def _range(values: Sequence[float]) -> tuple[float, float]:
     return float(values[0]), float(values[1])
 
 
+@register_audio_transform("gain")
 class Gain(AudioTransform):
     """A gain: add a per-sequence offset uniform in ``db`` (dB) to every value (a gain in the power domain is an
     offset in dB)."""
@@ -106,10 +106,11 @@ class Gain(AudioTransform):
         self.db = _range(db)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        offset = _uniform(*self.db, (x.shape[0],), x)
+        offset = uniform(*self.db, (x.shape[0],), x)
         return x + offset.to(x.dtype)[:, None, None, None]
 
 
+@register_audio_transform("noise_mix")
 class NoiseMix(AudioTransform):
     """Mix noise into each sequence in the power domain at an SNR uniform in ``snr_db`` (dB):
 
@@ -168,7 +169,7 @@ class NoiseMix(AudioTransform):
         return self.profile(m, x)[None, None, :, None] + slow + texture
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        xr = x.to(_real(x))
+        xr = x.to(real(x))
         b = x.shape[0]
         if self.noise == "batch":
             order = torch.randperm(b, device=x.device)
@@ -177,12 +178,13 @@ class NoiseMix(AudioTransform):
             noise = xr[partner]
         else:
             noise = self.synthetic(xr)
-        snr = _uniform(*self.snr_db, (b,), xr)
+        snr = uniform(*self.snr_db, (b,), xr)
         g = mean_db(xr) - mean_db(noise) - snr
         gap = DB * (noise + g[:, None, None, None] - xr)
         return (xr + torch.logaddexp(torch.zeros_like(gap), gap) / DB).to(x.dtype)
 
 
+@register_audio_transform("time_mask")
 class TimeMask(AudioTransform):
     """SpecAugment time masking, drawn per epoch: ``n`` masks per epoch, each over all mel bins and a span of
     frames whose width is uniform in 0..⌊``max_frac`` · F⌋ at a uniform position inside the epoch; masked values
@@ -207,10 +209,11 @@ class TimeMask(AudioTransform):
         rows = b * s * self.n
         width = (torch.rand(rows, device=x.device) * (widest + 1)).long()
         start = (torch.rand(rows, device=x.device) * (f - width + 1)).long()
-        masked = _inside(start, width, f).reshape(b, s, self.n, f).any(2)
+        masked = inside(start, width, f).reshape(b, s, self.n, f).any(2)
         return torch.where(masked[:, :, None, :], _epoch_fill(x, self.fill), x)
 
 
+@register_audio_transform("freq_mask")
 class FreqMask(AudioTransform):
     """SpecAugment frequency masking: ``n`` masks per sequence, each a band of mel bins whose width is uniform in
     0..``max_bins`` (at most M) at a uniform position, the same bins in all N_s epochs of the sequence; masked
@@ -235,10 +238,11 @@ class FreqMask(AudioTransform):
         rows = b * self.n
         width = (torch.rand(rows, device=x.device) * (widest + 1)).long()
         start = (torch.rand(rows, device=x.device) * (m - width + 1)).long()
-        masked = _inside(start, width, m).reshape(b, self.n, m).any(1)
+        masked = inside(start, width, m).reshape(b, self.n, m).any(1)
         return torch.where(masked[:, None, :, None], _epoch_fill(x, self.fill), x)
 
 
+@register_audio_transform("time_shift")
 class TimeShift(AudioTransform):
     """Shift each sequence in time by a whole number of frames d uniform in -D..D, D = ⌊``max_frac`` · F⌋.
 
@@ -265,66 +269,11 @@ class TimeShift(AudioTransform):
         return moved.reshape(b, m, s, f).permute(0, 2, 1, 3).contiguous()
 
 
-AUDIO_TRANSFORMS: dict[str, type[AudioTransform]] = {
-    "gain": Gain,
-    "noise_mix": NoiseMix,
-    "time_mask": TimeMask,
-    "freq_mask": FreqMask,
-    "time_shift": TimeShift,
-}
-
-
-def _check_special(cls: type[AudioTransform], name: str, value: Any) -> str | None:
-    """Why ``value`` is not acceptable for the audio-specific parameter ``name`` of ``cls`` (None when it is)."""
-    if name in cls.signed_params:
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)):
-            return f"parameter '{name}' must be a range [lo, hi] of two numbers, got {value!r}"
-        if value[0] > value[1]:
-            return f"parameter '{name}' range [lo, hi] needs lo <= hi, got {list(value)}"
-        return None
-    if name in cls.option_params:
-        options = cls.option_params[name]
-        return None if value in options else (f"parameter '{name}' must be one of "
-                                              f"{', '.join(map(repr, options))}, got {value!r}")
-    if name in cls.unit_params:
-        ok = _is_number(value) and 0 <= value <= 1
-        return None if ok else f"parameter '{name}' must be a fraction in [0, 1], got {value!r}"
-    ok = _is_number(value) and value > 0
-    return None if ok else f"parameter '{name}' must be a positive number, got {value!r}"
-
-
-def _check_audio_transform(where: str, name: Any, params: Any) -> list[str]:
-    if name not in AUDIO_TRANSFORMS or not isinstance(params, Mapping):
-        return _check_transform(where, name, params, AUDIO_TRANSFORMS, noise=False)
-    cls = AUDIO_TRANSFORMS[name]
-    special = cls.special_params()
-    problems = _check_transform(where, name, {k: v for k, v in params.items() if k not in special},
-                                AUDIO_TRANSFORMS, noise=False)
-    for key, value in params.items():
-        if key in special and (problem := _check_special(cls, key, value)) is not None:
-            problems.append(f"config key '{where}': {problem}")
-    if not problems:
-        values = {**_params(cls), **params}
-        problems += [f"config key '{where}': parameters '{a}' and '{b}' need {a} < {b}, got {values[a]!r} and "
-                     f"{values[b]!r}" for a, b in cls.ordered_params if not values[a] < values[b]]
-    return problems
-
-
-def validate_audio_augment(spec: Any, key: str) -> list[str]:
-    """Problems of an audio augmentation pipeline config ``spec`` found at dotted config key ``key`` (empty if
-    valid).
-
-    ``spec`` must be a list (an empty list is the identity) of single-key mappings ``transform: params`` with a
-    known transform and known parameters: ranges as [lo, hi] with lo <= hi (``db`` and ``snr_db`` may be
-    negative), probabilities and ``max_frac`` in [0, 1], non-negative integer counts, ``noise`` / ``fill`` among
-    their options, 0 <= ``fmin`` < ``fmax``. Messages read ``config key '<key>[i].<transform>': ...``."""
-    return validate_pipeline(spec, key, AUDIO_TRANSFORMS, _check_audio_transform)
-
-
 def build_audio_augment(spec: list[dict], key: str = "augment") -> nn.Sequential:
     """The audio augmentation pipeline of config ``spec`` (see :func:`validate_audio_augment`), applied in order.
     Raises ValueError listing the problems (under config key ``key``) if it is invalid."""
     problems = validate_audio_augment(spec, key)
     if problems:
         raise ValueError("invalid audio augmentation config:\n" + "\n".join(problems))
-    return nn.Sequential(*(AUDIO_TRANSFORMS[name](**(params or {})) for item in spec for name, params in item.items()))
+    return nn.Sequential(*(AUDIO_TRANSFORMS.load(name)(**(params or {}))
+                           for item in spec for name, params in item.items()))

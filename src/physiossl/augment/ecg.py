@@ -40,25 +40,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def _real(x: torch.Tensor) -> torch.dtype:
-    """The dtype random parameters and positions are computed in (float64 for float64 input, else float32)."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _uniform(lo: float, hi: float, shape: tuple[int, ...], x: torch.Tensor, dtype: torch.dtype | None = None):
-    return lo + (hi - lo) * torch.rand(shape, device=x.device, dtype=dtype or _real(x))
-
-
-def _resample(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of x (B, C, T) at fractional sample positions ``pos`` (B, T') in [0, T - 1]."""
-    b, c, t = x.shape
-    n = pos.shape[1]
-    left = pos.floor().long().clamp(0, t - 1)
-    right = (left + 1).clamp(max=t - 1)
-    frac = (pos - left).to(x.dtype)[:, None, :]
-    gather = lambda idx: x.gather(2, idx[:, None, :].expand(b, c, n))  # noqa: E731
-    return gather(left) * (1 - frac) + gather(right) * frac
+from . import TRANSFORMS, register_transform
+from .ops import inside, real, resample, uniform
+from .validate import is_number, transform_params, validate_augment, validate_noise
 
 
 def _sinusoids(freq: torch.Tensor, phase: torch.Tensor, t: int, fs: float) -> torch.Tensor:
@@ -75,9 +59,9 @@ def _segment(fraction: tuple[float, float], x: torch.Tensor,
 
     The length is a fraction uniform in ``fraction`` of T. With ``whole`` both are whole samples (long): the length
     rounded down and the start uniform over the T - length + 1 positions where the segment fits; otherwise they
-    are real (``_real(x)``): the length at least 1 and the start uniform in [0, T - length]."""
+    are real (``real(x)``): the length at least 1 and the start uniform in [0, T - length]."""
     b, t = x.shape[0], x.shape[-1]
-    length = _uniform(*fraction, (b,), x) * t
+    length = uniform(*fraction, (b,), x) * t
     if whole:
         length = length.long().clamp(0, t)
         return (torch.rand(b, device=x.device) * (t - length + 1)).long(), length
@@ -85,15 +69,9 @@ def _segment(fraction: tuple[float, float], x: torch.Tensor,
     return torch.rand(b, device=x.device, dtype=length.dtype) * (t - length), length
 
 
-def _inside(start: torch.Tensor, length: torch.Tensor, t: int) -> torch.Tensor:
-    """(B, T) boolean mask of the samples n with start <= n < start + length."""
-    steps = torch.arange(t, device=start.device)[None, :]
-    return (steps >= start[:, None]) & (steps < (start + length)[:, None])
-
-
 def _lead_gain(b: int, c: int, x: torch.Tensor) -> torch.Tensor:
     """Per-lead gains in [0.5, 1] of shape (B, C, 1) for noise common to all leads."""
-    return _uniform(0.5, 1.0, (b, c), x)[:, :, None]
+    return uniform(0.5, 1.0, (b, c), x)[:, :, None]
 
 
 class Transform(nn.Module):
@@ -139,7 +117,7 @@ class NoiseTransform(Transform):
 
     def _amplitude(self, shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
         level = float(getattr(self, self.level_param))
-        u = torch.rand(shape, device=x.device, dtype=_real(x))
+        u = torch.rand(shape, device=x.device, dtype=real(x))
         return torch.full_like(u, level) if self.fixed_amplitude else level * u
 
 
@@ -149,6 +127,7 @@ def _check_fs(fs: float) -> float:
     return float(fs)
 
 
+@register_transform("random_resized_crop")
 class RandomResizedCrop(Transform):
     """Crop a random fraction ``scale`` of each sample's length and stretch it back to the full length
     (linear interpolation), independently per sample."""
@@ -161,12 +140,13 @@ class RandomResizedCrop(Transform):
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         b, _, t = x.shape
-        size = _uniform(*self.scale, (b,), x) * (t - 1)
+        size = uniform(*self.scale, (b,), x) * (t - 1)
         start = torch.rand(b, device=x.device, dtype=size.dtype) * ((t - 1) - size)
         steps = torch.linspace(0, 1, t, device=x.device, dtype=size.dtype)
-        return _resample(x, start[:, None] + size[:, None] * steps[None, :])
+        return resample(x, start[:, None] + size[:, None] * steps[None, :])
 
 
+@register_transform("timeout")
 class TimeOut(Transform):
     """Zero a random contiguous span covering a fraction ``area`` of each sample (all leads)."""
 
@@ -178,9 +158,10 @@ class TimeOut(Transform):
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         start, length = _segment(self.area, x)
-        return x * (~_inside(start, length, x.shape[-1]))[:, None, :].to(x.dtype)
+        return x * (~inside(start, length, x.shape[-1]))[:, None, :].to(x.dtype)
 
 
+@register_transform("channel_resize")
 class ChannelResize(Transform):
     """Multiply each lead of each sample by its own factor, drawn log-uniformly in ``scale``."""
 
@@ -192,10 +173,11 @@ class ChannelResize(Transform):
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         b, c, _ = x.shape
-        factor = torch.exp(_uniform(math.log(self.scale[0]), math.log(self.scale[1]), (b, c), x))
+        factor = torch.exp(uniform(math.log(self.scale[0]), math.log(self.scale[1]), (b, c), x))
         return x * factor[:, :, None].to(x.dtype)
 
 
+@register_transform("dynamic_time_warp")
 class DynamicTimeWarp(Transform):
     """Smooth random monotonic time warping with fixed endpoints.
 
@@ -216,7 +198,7 @@ class DynamicTimeWarp(Transform):
         b, _, t = x.shape
         if t < 3 or self.warps < 1 or self.radius <= 0:
             return x
-        knots = torch.exp(torch.randn(b, 1, self.warps + 1, device=x.device, dtype=_real(x)))
+        knots = torch.exp(torch.randn(b, 1, self.warps + 1, device=x.device, dtype=real(x)))
         speed = F.interpolate(knots, size=t - 1, mode="linear", align_corners=True)[:, 0]
         pos = torch.cat([torch.zeros_like(speed[:, :1]), speed.cumsum(1)], 1)
         pos = pos / pos[:, -1:] * (t - 1)
@@ -225,9 +207,10 @@ class DynamicTimeWarp(Transform):
         slack = 1.0 - pos.diff(dim=1).amin(1, keepdim=True)
         gain = torch.minimum(self.radius / shift.abs().amax(1, keepdim=True).clamp_min(1e-12),
                              (1.0 - self.min_speed) / slack.clamp_min(1e-12))
-        return _resample(x, (steps + gain * shift).clamp(0, t - 1))
+        return resample(x, (steps + gain * shift).clamp(0, t - 1))
 
 
+@register_transform("gaussian_blur")
 class GaussianBlur(Transform):
     """Gaussian smoothing along time with a per-sample standard deviation drawn uniformly in ``sigma`` (samples).
 
@@ -240,7 +223,7 @@ class GaussianBlur(Transform):
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t = x.shape
-        sigma = _uniform(*self.sigma, (b,), x).clamp_min(1e-3)
+        sigma = uniform(*self.sigma, (b,), x).clamp_min(1e-3)
         half = max(1, math.ceil(3 * self.sigma[1]))
         offsets = torch.arange(-half, half + 1, device=x.device, dtype=sigma.dtype)
         kernel = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None]) ** 2)
@@ -250,6 +233,7 @@ class GaussianBlur(Transform):
         return F.conv1d(padded, weight, groups=b * c).reshape(b, c, t)
 
 
+@register_transform("gaussian_noise")
 class GaussianNoise(NoiseTransform):
     """Additive white Gaussian noise, independent per lead, with a per-sample standard deviation drawn uniformly
     in [0, ``std``] (exactly ``std`` with ``fixed_amplitude``)."""
@@ -265,6 +249,7 @@ class GaussianNoise(NoiseTransform):
         return x + (torch.randn(x.shape, device=x.device, dtype=std.dtype) * std[:, None, None]).to(x.dtype)
 
 
+@register_transform("baseline_wander")
 class BaselineWander(NoiseTransform):
     """Baseline wander: a sum of ``components`` sinusoids, each with a frequency uniform in ``freq`` (Hz), a
     uniform phase and an amplitude uniform in [0, ``amplitude``] (exactly ``amplitude`` with ``fixed_amplitude``),
@@ -284,12 +269,13 @@ class BaselineWander(NoiseTransform):
         b, c, t = x.shape
         k = self.components
         amp = self._amplitude((b, k), x)
-        freq = _uniform(*self.freq, (b, k), x, torch.float64)
-        phase = _uniform(0.0, 2 * math.pi, (b, k), x, torch.float64)
+        freq = uniform(*self.freq, (b, k), x, torch.float64)
+        phase = uniform(0.0, 2 * math.pi, (b, k), x, torch.float64)
         wander = (amp.double()[..., None] * _sinusoids(freq, phase, t, self.fs)).sum(1).to(amp.dtype)
         return x + (_lead_gain(b, c, x) * wander[:, None, :]).to(x.dtype)
 
 
+@register_transform("powerline_noise")
 class PowerlineNoise(NoiseTransform):
     """Powerline interference: per sample one sinusoid at a frequency chosen uniformly among ``freq`` (Hz), with a
     uniform phase and an amplitude uniform in [0, ``amplitude``] (exactly ``amplitude`` with
@@ -311,11 +297,12 @@ class PowerlineNoise(NoiseTransform):
         amp = self._amplitude((b,), x)
         choices = torch.tensor(self.freq, device=x.device, dtype=torch.float64)
         freq = choices[torch.randint(len(self.freq), (b,), device=x.device)]
-        phase = _uniform(0.0, 2 * math.pi, (b,), x, torch.float64)
+        phase = uniform(0.0, 2 * math.pi, (b,), x, torch.float64)
         hum = _sinusoids(freq[:, None], phase[:, None], t, self.fs)[:, 0].to(amp.dtype) * amp[:, None]
         return x + (_lead_gain(b, c, x) * hum[:, None, :]).to(x.dtype)
 
 
+@register_transform("em_noise")
 class EMNoise(NoiseTransform):
     """Electrode-motion-like noise: band-limited noise during one burst.
 
@@ -353,6 +340,7 @@ class EMNoise(NoiseTransform):
         return x + (noise * (amp[:, None] * envelope)[:, None, :]).to(x.dtype)
 
 
+@register_transform("baseline_shift")
 class BaselineShift(NoiseTransform):
     """A step in the baseline: over a random contiguous segment whose length is a fraction uniform in ``duration``
     of T (rounded down to whole samples), add a constant offset uniform in [-``amplitude``, ``amplitude``]
@@ -373,131 +361,8 @@ class BaselineShift(NoiseTransform):
         amp = self._amplitude((b,), x)
         sign = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0).to(amp.dtype)
         start, length = _segment(self.duration, x)
-        step = (sign * amp)[:, None] * _inside(start, length, t).to(amp.dtype)
+        step = (sign * amp)[:, None] * inside(start, length, t).to(amp.dtype)
         return x + (_lead_gain(b, c, x) * step[:, None, :]).to(x.dtype)
-
-
-TRANSFORMS: dict[str, type[nn.Module]] = {
-    "random_resized_crop": RandomResizedCrop,
-    "timeout": TimeOut,
-    "gaussian_noise": GaussianNoise,
-    "channel_resize": ChannelResize,
-    "dynamic_time_warp": DynamicTimeWarp,
-    "gaussian_blur": GaussianBlur,
-    "baseline_wander": BaselineWander,
-    "powerline_noise": PowerlineNoise,
-    "em_noise": EMNoise,
-    "baseline_shift": BaselineShift,
-}
-NOISE_TRANSFORMS: dict[str, type[nn.Module]] = {
-    name: cls for name, cls in TRANSFORMS.items() if getattr(cls, "level_param", None) is not None
-}
-_INJECTED = ("fs",)
-_SET_BY_NOISE = ("p", "fixed_amplitude")
-
-
-def _params(cls: type[nn.Module], noise: bool = False) -> dict[str, Any]:
-    """Config parameters of a transform (constructor arguments except injected ones) → defaults."""
-    skip = {"self", *_INJECTED, *(_SET_BY_NOISE if noise else ())}
-    return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items() if n not in skip}
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_value(cls: type[nn.Module], name: str, value: Any, default: Any) -> str | None:
-    """Why ``value`` is not acceptable for parameter ``name`` of ``cls`` (None when it is)."""
-    if name == "p":
-        ok = _is_number(value) and 0 <= value <= 1
-        return None if ok else f"parameter 'p' must be a probability in [0, 1], got {value!r}"
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else f"parameter '{name}' must be true or false, got {value!r}"
-    if name in getattr(cls, "choice_params", ()):
-        values = [value] if _is_number(value) else value
-        if isinstance(values, (list, tuple)) and values and all(_is_number(v) and v > 0 for v in values):
-            return None
-        return f"parameter '{name}' must be a positive number or a non-empty list of them, got {value!r}"
-    if isinstance(default, tuple):
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)):
-            return f"parameter '{name}' must be a range [lo, hi] of two numbers, got {value!r}"
-        lo, hi = value
-        if lo > hi:
-            return f"parameter '{name}' range [lo, hi] needs lo <= hi, got {list(value)}"
-        if name in getattr(cls, "positive_params", ()) and lo <= 0:
-            return f"parameter '{name}' range must be positive, got {list(value)}"
-        if lo < 0:
-            return f"parameter '{name}' range must be non-negative, got {list(value)}"
-        if name in getattr(cls, "fraction_params", ()) and hi > 1:
-            return f"parameter '{name}' range is a fraction of the length and must lie in [0, 1], got {list(value)}"
-        return None
-    if isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        return None if ok else f"parameter '{name}' must be a non-negative integer, got {value!r}"
-    ok = _is_number(value) and value >= 0
-    return None if ok else f"parameter '{name}' must be a non-negative number, got {value!r}"
-
-
-def _check_transform(where: str, name: Any, params: Any, allowed: Mapping[str, type[nn.Module]],
-                     noise: bool) -> list[str]:
-    if name not in allowed:
-        return [f"config key '{where}': unknown transform '{name}'; valid: {', '.join(allowed)}"]
-    if params is None:
-        return []
-    if not isinstance(params, Mapping):
-        return [f"config key '{where}': parameters must be a mapping (or {{}} for defaults), got {params!r}"]
-    cls = allowed[name]
-    known = _params(cls, noise)
-    problems = []
-    for key, value in params.items():
-        if key not in known:
-            note = " (fs is set from the data's sampling rate)" if key in _INJECTED else ""
-            note += " (set by the noise protocol)" if noise and key in _SET_BY_NOISE else ""
-            problems.append(f"config key '{where}': unknown parameter '{key}' for {name}{note}; "
-                            f"valid: {', '.join(known) or 'none'}")
-        elif (problem := _check_value(cls, key, value, known[key])) is not None:
-            problems.append(f"config key '{where}': {problem}")
-    return problems
-
-
-def validate_augment(spec: Any, key: str) -> list[str]:
-    """Problems of an augmentation pipeline config ``spec`` found at dotted config key ``key`` (empty if valid).
-
-    ``spec`` must be a list (an empty list is the identity) of single-key mappings ``transform: params`` with a
-    known transform, known parameters, ranges as [lo, hi] with lo <= hi, probabilities in [0, 1] and
-    non-negative amplitudes. Messages read ``config key '<key>[i].<transform>': ...``."""
-    return validate_pipeline(spec, key, TRANSFORMS,
-                             lambda where, name, params: _check_transform(where, name, params, TRANSFORMS, noise=False))
-
-
-def validate_pipeline(spec: Any, key: str, transforms: Mapping[str, Any], check) -> list[str]:
-    """Problems of a pipeline ``spec`` (a list of single-key mappings ``transform: params``) at config key ``key``;
-    ``check(where, name, params)`` returns the problems of one item, ``transforms`` names the valid ones."""
-    if not isinstance(spec, list):
-        return [f"config key '{key}': must be a list of single-key mappings (transform: params), "
-                f"got {type(spec).__name__}"]
-    problems = []
-    for i, item in enumerate(spec):
-        if not (isinstance(item, Mapping) and len(item) == 1):
-            problems.append(f"config key '{key}[{i}]': must be a single-key mapping transform: params, got {item!r}; "
-                            f"valid transforms: {', '.join(transforms)}")
-            continue
-        ((name, params),) = item.items()
-        problems += check(f"{key}[{i}].{name}", name, params)
-    return problems
-
-
-def validate_noise(spec: Any, key: str) -> list[str]:
-    """Problems of a robustness noise spec (mapping of noise transform → parameters at level 1) at config key
-    ``key``; only the physiological noise transforms are allowed and ``p`` / ``fixed_amplitude`` are set by
-    :func:`build_noise`. Messages read ``config key '<key>.<transform>': ...``."""
-    if not isinstance(spec, Mapping):
-        return [f"config key '{key}': must be a mapping of noise transform to parameters, got {type(spec).__name__}; "
-                f"valid transforms: {', '.join(NOISE_TRANSFORMS)}"]
-    problems = []
-    for name, params in spec.items():
-        problems += _check_transform(f"{key}.{name}", name, params, NOISE_TRANSFORMS, noise=True)
-    return problems
 
 
 def _make(cls: type[nn.Module], params: Mapping[str, Any] | None, fs: float, **extra: Any) -> nn.Module:
@@ -513,7 +378,7 @@ def build_augment(spec: list[dict], fs: float, key: str = "augment") -> nn.Seque
     problems = validate_augment(spec, key)
     if problems:
         raise ValueError("invalid augmentation config:\n" + "\n".join(problems))
-    return nn.Sequential(*(_make(TRANSFORMS[name], params, fs) for item in spec for name, params in item.items()))
+    return nn.Sequential(*(_make(TRANSFORMS.load(name), params, fs) for item in spec for name, params in item.items()))
 
 
 def build_noise(spec: dict[str, dict], level: float, fs: float, key: str = "noise") -> nn.Sequential:
@@ -522,7 +387,7 @@ def build_noise(spec: dict[str, dict], level: float, fs: float, key: str = "nois
     ``fixed_amplitude=True``, so the amplitude is exactly level × base (frequencies, phases and positions stay
     random). ``level == 0`` gives the identity. Raises ValueError for an invalid spec or a negative level."""
     problems = validate_noise(spec, key)
-    if not (_is_number(level) and level >= 0):
+    if not (is_number(level) and level >= 0):
         problems.append(f"noise level must be a non-negative number, got {level!r}")
     if problems:
         raise ValueError("invalid noise config:\n" + "\n".join(problems))
@@ -530,9 +395,9 @@ def build_noise(spec: dict[str, dict], level: float, fs: float, key: str = "nois
         return nn.Sequential()
     modules = []
     for name, params in spec.items():
-        cls = NOISE_TRANSFORMS[name]
+        cls = TRANSFORMS.load(name)
         params = dict(params or {})
-        base = params.get(cls.level_param, _params(cls)[cls.level_param])
+        base = params.get(cls.level_param, transform_params(TRANSFORMS[name])[cls.level_param])
         params[cls.level_param] = float(base) * float(level)
         modules.append(_make(cls, params, fs, p=1.0, fixed_amplitude=True))
     return nn.Sequential(*modules)

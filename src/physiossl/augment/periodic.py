@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .ecg import _real, _resample
+from .ops import real, resample
 
 
 def speed_resample(x: torch.Tensor, speeds: torch.Tensor | float, out_len: int,
@@ -37,7 +37,7 @@ def speed_resample(x: torch.Tensor, speeds: torch.Tensor | float, out_len: int,
     b, _, t = x.shape
     if out_len < 1:
         raise ValueError(f"out_len must be positive, got {out_len}")
-    dtype = _real(x)
+    dtype = real(x)
     speeds = torch.as_tensor(speeds, device=x.device, dtype=dtype).expand(b)
     if start is None:
         room = (t - 1 - speeds * (out_len - 1)).clamp_min(0)
@@ -45,7 +45,7 @@ def speed_resample(x: torch.Tensor, speeds: torch.Tensor | float, out_len: int,
     else:
         start = torch.as_tensor(start, device=x.device, dtype=dtype).expand(b)
     steps = torch.arange(out_len, device=x.device, dtype=dtype)
-    return _resample(x, (start[:, None] + speeds[:, None] * steps[None, :]).clamp(0, t - 1))
+    return resample(x, (start[:, None] + speeds[:, None] * steps[None, :]).clamp(0, t - 1))
 
 
 def sample_speeds(batch: int, m: int, low: float = 0.5, high: float = 2.0, device: torch.device | str | None = None,
@@ -76,7 +76,7 @@ class SpeedViews(nn.Module):
         self.speed_range = (float(speed_range[0]), float(speed_range[1]))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        speeds = sample_speeds(x.shape[0], self.m, *self.speed_range, device=x.device, dtype=_real(x)).reshape(-1)
+        speeds = sample_speeds(x.shape[0], self.m, *self.speed_range, device=x.device, dtype=real(x)).reshape(-1)
         return speed_resample(x.repeat_interleave(self.m, dim=0), speeds, self.out_len), speeds
 
     def extra_repr(self) -> str:

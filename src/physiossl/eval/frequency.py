@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.loading import SignalCache
+from ..data.ecg.loading import SignalCache
 
 Projection = Callable[[torch.Tensor], torch.Tensor]   # (B, D, T') feature maps -> (B, T') series
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
-from ..data.loading import CropDataset, SignalCache, WindowDataset, aggregate, collate_batch
+from ..data.ecg.loading import CropDataset, SignalCache, WindowDataset, aggregate, collate_batch
 from .metrics import macro_auc, regression_metrics
 
 
@@ -326,9 +326,9 @@ class FineTuning(_Protocol):
     def train_dataloader(self) -> DataLoader:
         train = self.task.train
         dataset = CropDataset(train.cache, self.crop, train.labels)
-        return DataLoader(dataset, batch_size=self.task.batch_size, sampler=EpochOrder(dataset, generator=self.generator),
-                          generator=self.generator, drop_last=len(train.cache) > self.task.batch_size,
-                          collate_fn=collate_batch)
+        return DataLoader(dataset, batch_size=self.task.batch_size,
+                          sampler=EpochOrder(dataset, generator=self.generator), generator=self.generator,
+                          drop_last=len(train.cache) > self.task.batch_size, collate_fn=collate_batch)
 
     def val_dataloader(self) -> DataLoader:
         return _window_loader(self.task.val, self.task)

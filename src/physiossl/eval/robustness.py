@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..augment.ecg import build_noise
-from ..data.loading import SignalCache
+from ..data.ecg.loading import SignalCache
 from .metrics import macro_auc
 
 _BLOCK = 256

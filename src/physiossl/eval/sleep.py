@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import (multiclass_accuracy, multiclass_cohen_kappa,
-                                                    multiclass_confusion_matrix, multiclass_f1_score)
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_cohen_kappa,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+)
 
-from ..data.sleep_stages import UNSCORED, VIEWS, coarser_views, to_view
+from ..data.sleep.stages import UNSCORED, VIEWS, coarser_views, to_view
 from .bootstrap import bootstrap_ids, percentile_ci
 
 METRICS = ("accuracy", "kappa", "macro_f1")
@@ -82,7 +86,7 @@ def staging_metrics(y_true, y_pred, n_classes: int) -> dict:
 
 def all_views(y_true, y_pred, n_classes: int) -> dict[str, dict]:
     """:func:`staging_metrics` of the trained ``n_classes`` view and of every coarser view, keyed ``"4"``, ``"3"``
-    (labels and predictions mapped with :func:`~physiossl.data.sleep_stages.to_view`)."""
+    (labels and predictions mapped with :func:`~physiossl.data.sleep.stages.to_view`)."""
     return {str(view): staging_metrics(to_view(y_true, view, from_classes=n_classes),
                                        to_view(y_pred, view, from_classes=n_classes), view)
             for view in coarser_views(n_classes)}

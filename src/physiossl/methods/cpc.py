@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..losses.cpc import NEGATIVES, cpc_loss
+from ..losses.cpc import cpc_loss
 from . import register
 from .base import SSLMethod
 
@@ -25,7 +25,7 @@ class CPC(SSLMethod):
     schema = {"properties": {
         "steps": {"type": "integer", "minimum": 1, "default": 12},
         "n_negatives": {"type": "integer", "minimum": 1, "default": 128},
-        "negatives": {"enum": list(NEGATIVES), "default": "same_sequence"},
+        "negatives": {"enum": ["same_sequence", "batch", "all"], "default": "same_sequence"},
     }, "required": []}
 
     def __init__(self, **kwargs):

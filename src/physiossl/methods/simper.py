@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..augment.periodic import SpeedViews
-from ..losses.simper import SIMILARITIES, band_bins, simper_loss
+from ..losses.simper import band_bins, simper_loss
 from . import register
 from .base import SSLMethod
 
@@ -69,7 +69,7 @@ class SimPer(SSLMethod):
         "speed_range": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0},
                         "minItems": 2, "maxItems": 2, "default": [0.5, 2.0]},
         "view_s": {"type": "number", "exclusiveMinimum": 0, "default": 4.0},
-        "similarity": {"type": "string", "enum": list(SIMILARITIES), "default": "mxcorr"},
+        "similarity": {"type": "string", "enum": ["mxcorr", "npsd"], "default": "mxcorr"},
         "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 0.1},
         "band_hz": {"type": "array", "items": {"type": "number", "minimum": 0},
                     "minItems": 2, "maxItems": 2, "default": [0.5, 3.5]},

@@ -12,7 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import register_encoder
 
+
+@register_encoder("cpc")
 class CPCEncoder(nn.Module):
     """(B, C, T) → ``encode`` z (B, T, hidden) → ``context`` c (B, T, hidden) → concat pooling (B, 3 * hidden);
     ``features`` is c channels first, (B, feature_dim = hidden, T)."""

@@ -16,13 +16,12 @@ offset) and to a scaling of the dB values; ``"sequence"`` keeps the spectral sha
 between the epochs of a sequence, ``"bin"`` also removes a fixed frequency response (a per-bin dB offset) at
 the cost of the stationary spectral shape.
 
-Registry: :data:`SLEEP_MODELS`, :func:`build_sleep_model` and :func:`sleep_model_args` (the constructor
-arguments a config may set).
+Each model registers with ``@register_sleep_model("name")``; :func:`physiossl.models.build_sleep_model` and
+:func:`physiossl.models.sleep_model_args` (the constructor arguments a config may set) look them up.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Sequence
@@ -30,6 +29,8 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from . import register_sleep_model
 
 NORM_MODES = ("sequence", "bin")
 SEQ_MODELS = ("gru", "lstm", "transformer", "none")
@@ -154,6 +155,7 @@ def _sinusoidal(n: int, d: int, like: torch.Tensor) -> torch.Tensor:
     return pe.to(like.dtype)
 
 
+@register_sleep_model("soundsleepnet")
 class SoundSleepNet(SleepModel):
     """SoundSleepNet-style baseline: a per-epoch 2-D CNN (:class:`EpochCNN`, shared over the N_s epochs) → a
     sequence model over the N_s epoch vectors → a fully connected head per epoch.
@@ -365,6 +367,7 @@ class MobileViTV2(nn.Module):
         return self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))
 
 
+@register_sleep_model("sleepformer")
 class SleepFormer(SleepModel):
     """SleepFormer: a MobileViTv2 backbone (:class:`MobileViTV2`) over the whole sequence + a fully connected
     head per epoch.
@@ -425,28 +428,3 @@ class SleepFormer(SleepModel):
     def layer_groups(self) -> list[nn.Module]:
         """Input normalisation + stem, then the backbone stages (input to output; the head is not included)."""
         return [nn.ModuleList([self.input_norm, self.backbone.stem]), *self.backbone.stages]
-
-
-# ------------------------------------------------------------------------------------------------------ registry
-SLEEP_MODELS: dict[str, type[SleepModel]] = {"soundsleepnet": SoundSleepNet, "sleepformer": SleepFormer}
-_FROM_DATA = ("n_mels", "frames", "n_classes")
-
-
-def sleep_model_args(name: str) -> list[str]:
-    """The constructor arguments of sleep model ``name`` that a config may set (all but n_mels, frames and
-    n_classes, which come from the data)."""
-    if name not in SLEEP_MODELS:
-        raise KeyError(f"unknown sleep model {name!r} (available: {sorted(SLEEP_MODELS)})")
-    return [p for p in inspect.signature(SLEEP_MODELS[name].__init__).parameters
-            if p not in ("self", *_FROM_DATA)]
-
-
-def build_sleep_model(name: str, *, n_mels: int, frames: int, n_classes: int, **args) -> SleepModel:
-    """Sleep model ``name`` for (B, N_s, n_mels, frames) input and ``n_classes`` stages, with config arguments
-    ``args`` (see :func:`sleep_model_args`). KeyError for an unknown name, ValueError for an unknown argument."""
-    accepted = sleep_model_args(name)
-    unknown = [key for key in args if key not in accepted]
-    if unknown:
-        raise ValueError(f"sleep model {name!r} takes no argument {', '.join(map(repr, unknown))} "
-                         f"(accepted: {accepted})")
-    return SLEEP_MODELS[name](n_mels=n_mels, frames=frames, n_classes=n_classes, **args)

@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import register_encoder
+
 
 def conv_bn(ni: int, nf: int, ks: int = 5, stride: int = 1, act: bool = True, zero_bn: bool = False) -> nn.Sequential:
     bn = nn.BatchNorm1d(nf)
@@ -105,9 +107,11 @@ class XResNet1d(nn.Module):
         return [self.stem, *self.stages]
 
 
+@register_encoder("xresnet1d50")
 def xresnet1d50(in_channels: int = 12, stage_strides: Sequence[int] = DEFAULT_STAGE_STRIDES) -> XResNet1d:
     return XResNet1d([3, 4, 6, 3], in_channels=in_channels, stage_strides=stage_strides)
 
 
+@register_encoder("xresnet1d101")
 def xresnet1d101(in_channels: int = 12, stage_strides: Sequence[int] = DEFAULT_STAGE_STRIDES) -> XResNet1d:
     return XResNet1d([3, 4, 23, 3], in_channels=in_channels, stage_strides=stage_strides)

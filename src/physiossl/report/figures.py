@@ -26,23 +26,23 @@ def method_colours(methods) -> dict:
     return {m: cycle[i % len(cycle)] for i, m in enumerate(sorted(set(methods)))}
 
 
-def _panels(n: int, width: float = 4.2, height: float = 3.4):
+def subplot_grid(n: int, width: float = 4.2, height: float = 3.4):
     fig, axes = plt.subplots(1, max(n, 1), figsize=(0.6 + width * max(n, 1), height), sharey=True, squeeze=False)
     return fig, list(axes[0])
 
 
-def _save(fig, out: Path, title: str) -> None:
+def save_figure(fig, out: Path, title: str) -> None:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120, format="png", metadata={"Software": None})
     plt.close(fig)
 
 
-def _empty(out: Path, title: str, message: str) -> None:
+def empty_figure(out: Path, title: str, message: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 2.4))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=10)
-    _save(fig, out, title)
+    save_figure(fig, out, title)
 
 
 def _ylim(ax, values) -> None:
@@ -74,10 +74,10 @@ def efficiency_curves(ax, df: pd.DataFrame, score: str, colours: dict) -> None:
 def macro_auc_bars(table: pd.DataFrame, out: Path, title: str, colours: dict | None = None) -> None:
     """Test macro AUC per protocol (panels) and method (bars) with the bootstrap interval as error bars."""
     if not len(table):
-        return _empty(out, title, "no full-training-set runs in this configuration")
+        return empty_figure(out, title, "no full-training-set runs in this configuration")
     colours = colours or method_colours(table.method)
     protocols = _protocols(table)
-    fig, axes = _panels(len(protocols), width=0.9 + 0.9 * table.groupby("protocol").size().max())
+    fig, axes = subplot_grid(len(protocols), width=0.9 + 0.9 * table.groupby("protocol").size().max())
     for ax, protocol in zip(axes, protocols):
         rows = table[table.protocol == protocol]
         x = np.arange(len(rows))
@@ -90,32 +90,32 @@ def macro_auc_bars(table: pd.DataFrame, out: Path, title: str, colours: dict | N
         ax.set_title(PROTOCOL_TITLES.get(protocol, protocol), fontsize=9)
         _ylim(ax, np.r_[auc, low])
     axes[0].set_ylabel("test macro AUC")
-    _save(fig, out, title)
+    save_figure(fig, out, title)
 
 
 def label_efficiency_lines(df: pd.DataFrame, out: Path, title: str, colours: dict | None = None) -> None:
     """Test macro AUC against the fraction of labelled training records, one line per method and subset kind."""
     if not len(df):
-        return _empty(out, title, "no label-efficiency runs in this configuration")
+        return empty_figure(out, title, "no label-efficiency runs in this configuration")
     colours = colours or method_colours(df.method)
     protocols = _protocols(df)
-    fig, axes = _panels(len(protocols))
+    fig, axes = subplot_grid(len(protocols))
     for ax, protocol in zip(axes, protocols):
         efficiency_curves(ax, df[df.protocol == protocol], "test_macro_auc", colours)
         ax.set_title(PROTOCOL_TITLES.get(protocol, protocol), fontsize=9)
         ax.legend(fontsize=7, loc="best")
         _ylim(ax, np.r_[df.test_macro_auc, df.ci_low])
     axes[0].set_ylabel("test macro AUC")
-    _save(fig, out, title)
+    save_figure(fig, out, title)
 
 
 def robustness_lines(df: pd.DataFrame, out: Path, title: str, colours: dict | None = None) -> None:
     """Test macro AUC against the noise level (0 = clean), one line per method."""
     if not len(df):
-        return _empty(out, title, "no robustness runs in this configuration")
+        return empty_figure(out, title, "no robustness runs in this configuration")
     colours = colours or method_colours(df.method)
     protocols = _protocols(df)
-    fig, axes = _panels(len(protocols))
+    fig, axes = subplot_grid(len(protocols))
     for ax, protocol in zip(axes, protocols):
         for method, rows in df[df.protocol == protocol].groupby("method"):
             rows = rows.sort_values("level")
@@ -127,4 +127,4 @@ def robustness_lines(df: pd.DataFrame, out: Path, title: str, colours: dict | No
         ax.legend(fontsize=7, loc="best")
         _ylim(ax, df.macro_auc)
     axes[0].set_ylabel("test macro AUC")
-    _save(fig, out, title)
+    save_figure(fig, out, title)

@@ -8,13 +8,22 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
-from .figures import _empty, _panels, _save, efficiency_curves, method_colours
-from .tables import (_fmt, _number, _string, display_name, interval_cell, label_efficiency_table, ordered,
-                     parse_results, parse_subset)
+from .figures import efficiency_curves, empty_figure, method_colours, save_figure, subplot_grid
+from .tables import (
+    display_name,
+    format_value,
+    interval_cell,
+    label_efficiency_table,
+    ordered,
+    parse_number,
+    parse_results,
+    parse_string,
+    parse_subset,
+)
 
 PROTOCOLS = ("linear", "finetune", "fft", "zero_shot")
 REGIONS = ("seen", "interpolation", "extrapolation")
@@ -47,7 +56,8 @@ NAN = float("nan")
 def _interval(ci, what: str) -> tuple[float, float]:
     if not isinstance(ci, dict):
         raise ValueError(f"{what} must be an object, got {ci!r}")
-    return (_number(ci["low"], f"{what}.low", optional=True), _number(ci["high"], f"{what}.high", optional=True))
+    return (parse_number(ci["low"], f"{what}.low", optional=True),
+            parse_number(ci["high"], f"{what}.high", optional=True))
 
 
 def _zero_shot(r: dict) -> dict:
@@ -56,32 +66,32 @@ def _zero_shot(r: dict) -> dict:
     row = {}
     for region in REGIONS:
         entry = regions[region]
-        n = _number(entry["n"], f"zero_shot.{region}.n", integer=True)
+        n = parse_number(entry["n"], f"zero_shot.{region}.n", integer=True)
         if n == 0:
             row.update({f"{region}_mae": NAN, f"{region}_ci_low": NAN, f"{region}_ci_high": NAN, f"{region}_n": 0})
             continue
         low, high = _interval(entry["mae_ci"], f"zero_shot.{region}.mae_ci")
-        row.update({f"{region}_mae": _number(entry["mae"], f"zero_shot.{region}.mae"), f"{region}_ci_low": low,
+        row.update({f"{region}_mae": parse_number(entry["mae"], f"zero_shot.{region}.mae"), f"{region}_ci_low": low,
                     f"{region}_ci_high": high, f"{region}_n": n})
     hold_out = split["hold_out"]
     if not isinstance(hold_out, list) or len(hold_out) != 2:
         raise ValueError(f"zero_shot_split.hold_out must be [low, high], got {hold_out!r}")
-    row.update(hold_out_low=_number(hold_out[0], "zero_shot_split.hold_out[0]"),
-               hold_out_high=_number(hold_out[1], "zero_shot_split.hold_out[1]"),
-               train_max=_number(split["train_max"], "zero_shot_split.train_max"))
+    row.update(hold_out_low=parse_number(hold_out[0], "zero_shot_split.hold_out[0]"),
+               hold_out_high=parse_number(hold_out[1], "zero_shot_split.hold_out[1]"),
+               train_max=parse_number(split["train_max"], "zero_shot_split.train_max"))
     return row
 
 
 def _parse(r: dict) -> dict:
     if not isinstance(r, dict):
         raise ValueError("the top level is not an object")
-    method, protocol = _string(r["method"], "method"), _string(r["protocol"], "protocol")
+    method, protocol = parse_string(r["method"], "method"), parse_string(r["protocol"], "protocol")
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     units = r["units"]
     if not isinstance(units, str):
         raise ValueError(f"units must be a string, got {units!r}")
-    predictions = _string(r["predictions"], "predictions")
+    predictions = parse_string(r["predictions"], "predictions")
     if Path(predictions).name != predictions:
         raise ValueError(f"predictions must be a file name next to the result file, got {predictions!r}")
     test, ci = r["test"], r["test_ci"]
@@ -91,16 +101,16 @@ def _parse(r: dict) -> dict:
     row = {
         "method": method, "display": display_name(method, protocol, encoder), "protocol": protocol,
         **parse_subset(r["subset"]), "n_train_folds": len(train_folds) if isinstance(train_folds, list) else NAN,
-        "target": _string(r["target"], "target"), "units": units,
-        "test_mae": _number(r["test_mae"], "test_mae"), "ci_low": low, "ci_high": high,
-        "ci_level": _number(ci["level"], "test_ci.level"),
-        "n_bootstrap": _number(ci["n_bootstrap"], "test_ci.n_bootstrap", integer=True),
-        "rmse": _number(test["rmse"], "test.rmse"), "pearson_r": _number(test["pearson_r"], "test.pearson_r"),
-        "n_test_records": _number(test["n"], "test.n", integer=True),
-        "n_missing": _number(test["n_missing"], "test.n_missing", integer=True),
-        "n_test_without_target": _number(r["n_without_target"]["test"], "n_without_target.test", integer=True),
-        "val_mae": _number(r["val"]["mae"], "val.mae"),
-        "best_epoch": _number(r["best_epoch"], "best_epoch", integer=True, optional=True),
+        "target": parse_string(r["target"], "target"), "units": units,
+        "test_mae": parse_number(r["test_mae"], "test_mae"), "ci_low": low, "ci_high": high,
+        "ci_level": parse_number(ci["level"], "test_ci.level"),
+        "n_bootstrap": parse_number(ci["n_bootstrap"], "test_ci.n_bootstrap", integer=True),
+        "rmse": parse_number(test["rmse"], "test.rmse"), "pearson_r": parse_number(test["pearson_r"], "test.pearson_r"),
+        "n_test_records": parse_number(test["n"], "test.n", integer=True),
+        "n_missing": parse_number(test["n_missing"], "test.n_missing", integer=True),
+        "n_test_without_target": parse_number(r["n_without_target"]["test"], "n_without_target.test", integer=True),
+        "val_mae": parse_number(r["val"]["mae"], "val.mae"),
+        "best_epoch": parse_number(r["best_epoch"], "best_epoch", integer=True, optional=True),
         **{c: NAN for c in REGION_COLUMNS}, "hold_out_low": NAN, "hold_out_high": NAN, "train_max": NAN,
         "encoder": encoder, "predictions": predictions,
     }
@@ -164,7 +174,7 @@ def target_label(target: str, units: str) -> str:
 
 
 def _value(value, digits: int = 2) -> str:
-    return _fmt(float(value), digits) if isinstance(value, (int, float, np.number)) else _fmt(value)
+    return format_value(float(value), digits) if isinstance(value, (int, float, np.number)) else format_value(value)
 
 
 def _legend(table: pd.DataFrame, target: str, units: str) -> str:
@@ -216,7 +226,8 @@ def periodic_markdown(table: pd.DataFrame, efficiency: pd.DataFrame, title: str,
     header = ["method", "protocol", f"test MAE{u} [CI]", "name", f"RMSE{u}", "Pearson r", "test records",
               f"val MAE{u}", "best epoch"]
     rows = [[r.method, r.protocol, interval_cell(r.test_mae, r.ci_low, r.ci_high, 2), r.display, _value(r.rmse),
-             _value(r.pearson_r, 3), _records(r), _value(r.val_mae), _fmt(r.best_epoch)] for r in table.itertuples()]
+             _value(r.pearson_r, 3), _records(r), _value(r.val_mae), format_value(r.best_epoch)]
+            for r in table.itertuples()]
     lines = [f"# {title}", "", _legend(table, target, units), "", *_rows(header, rows)]
 
     zero_shot = table[table.protocol == "zero_shot"]
@@ -298,7 +309,7 @@ def predictions_figure(results: pd.DataFrame, out: Path, title: str, colours: di
     points coloured by target range, the held-out range shaded and the training maximum dashed."""
     table = results[results.subset == "all"]
     if not len(table):
-        return _empty(out, title, "no periodic-target runs on all training labels")
+        return empty_figure(out, title, "no periodic-target runs on all training labels")
     colours = colours or method_colours(table.method)
     protocols = [p for p in PROTOCOLS if p in set(table.protocol)]
     methods = list(dict.fromkeys(table.method))
@@ -343,7 +354,7 @@ def predictions_figure(results: pd.DataFrame, out: Path, title: str, colours: di
             ax.set_title(f"{r.display}\nMAE {mae}{' ' + units if units else ''}{r_text}", fontsize=8)
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
-    _save(fig, out, title)
+    save_figure(fig, out, title)
 
 
 def label_efficiency_figure(efficiency: pd.DataFrame, out: Path, title: str, colours: dict | None = None,
@@ -351,10 +362,10 @@ def label_efficiency_figure(efficiency: pd.DataFrame, out: Path, title: str, col
     """Test MAE against the fraction of labelled training records, a panel per protocol, a line per method and
     subset kind, the bootstrap interval shaded; a method run on all training labels only is a single marker."""
     if not len(efficiency):
-        return _empty(out, title, "no periodic label-efficiency runs in this configuration")
+        return empty_figure(out, title, "no periodic label-efficiency runs in this configuration")
     colours = colours or method_colours(efficiency.method)
     protocols = [p for p in PROTOCOLS if p in set(efficiency.protocol)]
-    fig, axes = _panels(len(protocols))
+    fig, axes = subplot_grid(len(protocols))
     for ax, protocol in zip(axes, protocols):
         runs = efficiency[efficiency.protocol == protocol]
         partial = set(runs.method[runs.subset != "all"])
@@ -366,7 +377,7 @@ def label_efficiency_figure(efficiency: pd.DataFrame, out: Path, title: str, col
         ax.legend(fontsize=7, loc="best")
         ax.set_ylim(bottom=0.0)
     axes[0].set_ylabel(f"test MAE{' (' + units + ')' if units else ''}")
-    _save(fig, out, title)
+    save_figure(fig, out, title)
 
 
 __all__ = ["EFFICIENCY_COLUMNS", "PROTOCOLS", "REGIONS", "RESULT_COLUMNS", "TABLE_COLUMNS", "label_efficiency_figure",

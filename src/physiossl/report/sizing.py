@@ -8,7 +8,7 @@ bytes read and written (MB), the mean CPU load (%) and the CPU seconds. :func:`c
 adds, per job, the data it handled (records of an ECG store from its ``n_records``; nights and hours of a sleep store;
 records x crop of a pretraining run) and the disk usage of its outputs; :func:`streaming_check` compares the peak
 RSS of the same jobs in two runs (a full-size run and one at a tenth of the size); :func:`cache_sizes` gives the RAM
-cache that pretraining (:class:`physiossl.data.loading.SignalCache`) needs per pool and per rate.
+cache that pretraining (:class:`physiossl.data.ecg.loading.SignalCache`) needs per pool and per rate.
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def _sleep_store(path: Path) -> tuple[str, float | None, float | None]:
     fs = attrs.get("provenance", {}).get("nights", {})
     rates = sorted({f"{k} {v / 1000:g} kHz" for night in fs.values() for k, v in night.get("rates_hz", {}).items()})
     feature = attrs.get("feature", {})
-    return (f"{attrs['n_nights']} nights, {hours:.1f} h ({', '.join(rates) or 'audio'} → {attrs['audio_fs'] / 1000:g} kHz, "
+    return (f"{attrs['n_nights']} nights, {hours:.1f} h "
+            f"({', '.join(rates) or 'audio'} → {attrs['audio_fs'] / 1000:g} kHz, "
             f"{attrs['n_epochs']:,} epochs × {feature.get('n_mels', '?')} mels × {feature.get('frames', '?')})",
             float(attrs["n_nights"]), hours)
 

@@ -26,14 +26,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..data.files import replace_path, tmp_sibling, write_text_atomic  # noqa: E402
-from ..data.sleep_stages import UNSCORED, VIEWS, coarser_views, to_view  # noqa: E402
+from ..data.sleep.stages import UNSCORED, VIEWS, coarser_views, to_view  # noqa: E402
 from ..eval.sleep import mean_night_bootstrap, paired_night_bootstrap, staging_metrics  # noqa: E402
-from .tables import _fmt, _number, _string, interval_cell  # noqa: E402
+from ..variants import VARIANTS as VARIANT_REGISTRY  # noqa: E402
+from ..variants import variant_names  # noqa: E402
+from .tables import format_value, interval_cell, parse_number, parse_string  # noqa: E402
 
-VARIANTS = ("supervised", "sc", "ssc", "both", "ccssl")
-VARIANT_LABELS = {"supervised": "supervised only", "sc": "+ sequential consistency",
-                  "ssc": "+ semi-supervised contrastive", "both": "+ both",
-                  "ccssl": "CCSSL (FixMatch + class-aware contrastive)"}
+VARIANTS = tuple(variant_names())           # in the order of the tables
+VARIANT_LABELS = {name: VARIANT_REGISTRY[name].get("label", name) for name in VARIANTS}
 POOLS = ("none", "in", "ood")
 POOL_LABELS = {"none": "—", "in": "in-distribution", "ood": "+ out-of-distribution"}
 TABLE_VIEWS = (4, 3)
@@ -77,7 +77,7 @@ def _view_scores(entry, what: str, ci: bool = True) -> dict:
     """``acc``, ``kappa``, ``macro_f1`` (and their ``_low`` / ``_high`` where a ``ci`` entry has them)."""
     if not isinstance(entry, dict):
         raise ValueError(f"{what} must be an object, got {entry!r}")
-    out = {score: _number(entry[name], f"{what}.{name}", optional=True) for score, name in _JSON_NAMES.items()}
+    out = {score: parse_number(entry[name], f"{what}.{name}", optional=True) for score, name in _JSON_NAMES.items()}
     interval = entry.get("ci") if ci else None
     if interval is not None and not isinstance(interval, dict):
         raise ValueError(f"{what}.ci must be an object, got {interval!r}")
@@ -85,8 +85,8 @@ def _view_scores(entry, what: str, ci: bool = True) -> dict:
         part = (interval or {}).get(name)
         if part is not None and not isinstance(part, dict):
             raise ValueError(f"{what}.ci.{name} must be an object, got {part!r}")
-        out[f"{score}_low"] = _number(part["low"], f"{what}.ci.{name}.low", optional=True) if part else NAN
-        out[f"{score}_high"] = _number(part["high"], f"{what}.ci.{name}.high", optional=True) if part else NAN
+        out[f"{score}_low"] = parse_number(part["low"], f"{what}.ci.{name}.low", optional=True) if part else NAN
+        out[f"{score}_high"] = parse_number(part["high"], f"{what}.ci.{name}.high", optional=True) if part else NAN
     return out
 
 
@@ -95,8 +95,8 @@ def _per_class(entry: dict, view: int, what: str) -> tuple[dict, dict, list]:
     f1, support, confusion = entry["per_class_f1"], entry["support"], entry["confusion"]
     if not isinstance(f1, dict) or not isinstance(support, dict):
         raise ValueError(f"{what}.per_class_f1 and {what}.support must be objects")
-    f1 = {name: _number(f1[name], f"{what}.per_class_f1.{name}", optional=True) for name in names}
-    support = {name: _number(support[name], f"{what}.support.{name}", integer=True) for name in names}
+    f1 = {name: parse_number(f1[name], f"{what}.per_class_f1.{name}", optional=True) for name in names}
+    support = {name: parse_number(support[name], f"{what}.support.{name}", integer=True) for name in names}
     matrix = np.asarray(confusion)
     if matrix.shape != (view, view) or not np.issubdtype(matrix.dtype, np.number):
         raise ValueError(f"{what}.confusion must be a {view}×{view} matrix of counts")
@@ -111,10 +111,10 @@ def _parse(r, path: Path) -> dict:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    fraction = _number(r["fraction"], "fraction")
+    fraction = parse_number(r["fraction"], "fraction")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    n_classes = _number(r["n_classes"], "n_classes", integer=True)
+    n_classes = parse_number(r["n_classes"], "n_classes", integer=True)
     views = coarser_views(n_classes)
     test, val = r["test"], r.get("val") or {}
     if not isinstance(test, dict) or not isinstance(val, dict):
@@ -122,9 +122,9 @@ def _parse(r, path: Path) -> dict:
     missing = [str(v) for v in views if str(v) not in test]
     if missing:
         raise ValueError(f"test lacks the view(s) {missing} of a {n_classes}-class run")
-    row = {"model": _string(r["model"], "model"), "variant": variant, "variant_label": VARIANT_LABELS[variant],
+    row = {"model": parse_string(r["model"], "model"), "variant": variant, "variant_label": VARIANT_LABELS[variant],
            "fraction": fraction, "pool": pool, "pool_label": POOL_LABELS[pool], "n_classes": n_classes,
-           "seed": _number(r.get("seed"), "seed", integer=True, optional=True)}
+           "seed": parse_number(r.get("seed"), "seed", integer=True, optional=True)}
     levels, counts = set(), set()
     for view in TABLE_VIEWS:
         key = str(view)
@@ -132,8 +132,8 @@ def _parse(r, path: Path) -> dict:
             scores = _view_scores(test[key], f"test.{key}")
             interval = test[key].get("ci") or {}
             if interval:
-                levels.add(_number(interval["level"], f"test.{key}.ci.level"))
-                counts.add(_number(interval["n_bootstrap"], f"test.{key}.ci.n_bootstrap", integer=True))
+                levels.add(parse_number(interval["level"], f"test.{key}.ci.level"))
+                counts.add(parse_number(interval["n_bootstrap"], f"test.{key}.ci.n_bootstrap", integer=True))
             f1, support, confusion = _per_class(test[key], view, f"test.{key}")
         else:
             scores = {f"{score}{suffix}": NAN for score in SCORES for suffix in ("", "_low", "_high")}
@@ -156,11 +156,11 @@ def _parse(r, path: Path) -> dict:
     row.update({
         "ci_level": levels.pop() if levels else NAN, "n_bootstrap": counts.pop() if counts else NAN,
         **{f"val_{score}": val_scores.get(score, NAN) for score in SCORES},
-        "best_epoch": _number(r.get("best_epoch"), "best_epoch", integer=True, optional=True),
-        "test_epochs": _number(test[trained]["n_epochs"], f"test.{trained}.n_epochs", integer=True),
-        **{f"nights_{k}": _number(nights.get(k), f"nights.{k}", integer=True, optional=True)
+        "best_epoch": parse_number(r.get("best_epoch"), "best_epoch", integer=True, optional=True),
+        "test_epochs": parse_number(test[trained]["n_epochs"], f"test.{trained}.n_epochs", integer=True),
+        **{f"nights_{k}": parse_number(nights.get(k), f"nights.{k}", integer=True, optional=True)
            for k in ("labeled", "unlabeled", "val", "test")},
-        **{f"epochs_{k}": _number(epochs.get(k), f"epochs.{k}", integer=True, optional=True)
+        **{f"epochs_{k}": parse_number(epochs.get(k), f"epochs.{k}", integer=True, optional=True)
            for k in ("labeled", "unlabeled")},
         "predictions": str(Path(path).parent / predictions), "source": str(path),
     })
@@ -430,7 +430,7 @@ def _delta_cell(r, metric: str) -> str:
 def _cell(r, score: str, view: int, interval: bool = True) -> str:
     value = getattr(r, f"{score}_{view}")
     if not interval:
-        return _fmt(float(value), 3)
+        return format_value(float(value), 3)
     return interval_cell(float(value), float(getattr(r, f"{score}_{view}_low")),
                          float(getattr(r, f"{score}_{view}_high")), 3)
 
@@ -462,7 +462,7 @@ def _legend(table: pd.DataFrame, seeds: bool) -> str:
 
 def _label_cells(r, seed: bool) -> list[str]:
     cells = [r.variant_label, f"{100 * r.fraction:g}%", r.pool_label]
-    return cells + [_fmt(r.seed)] if seed else cells
+    return cells + [format_value(r.seed)] if seed else cells
 
 
 SCORE_HEADER = ["4-class accuracy", "4-class kappa [CI]", "4-class macro-F1 [CI]", "3-class accuracy",
@@ -477,8 +477,8 @@ def _score_cells(r) -> list[str]:
 def _seed_cells(r) -> list[str]:
     nonnegative = "—" if r.variant == "supervised" or pd.isna(r.delta_kappa_4_nonnegative) else \
         f"{int(r.delta_kappa_4_nonnegative)} of {int(r.n_seeds)}"
-    return [str(int(r.n_seeds)), _fmt(float(r.kappa_4_sd), 3),
-            "—" if r.variant == "supervised" else _fmt(float(r.delta_kappa_4_sd), 3), nonnegative]
+    return [str(int(r.n_seeds)), format_value(float(r.kappa_4_sd), 3),
+            "—" if r.variant == "supervised" else format_value(float(r.delta_kappa_4_sd), 3), nonnegative]
 
 
 def sleep_markdown(summary: pd.DataFrame, table: pd.DataFrame, per_class: pd.DataFrame,
@@ -491,22 +491,23 @@ def sleep_markdown(summary: pd.DataFrame, table: pd.DataFrame, per_class: pd.Dat
     seed_header = ["seeds", "4-class kappa sd", "Δ kappa sd", "seeds with Δ kappa ≥ 0"] if seeds else []
     lines = [f"# {title}", "", _legend(summary, seeds)]
     for model in models:
-        rows = [[*_label_cells(r, False), *_score_cells(r), *(_seed_cells(r) if seeds else []), _fmt(r.nights_test)]
-                for r in summary[summary.model == model].itertuples()]
+        rows = [[*_label_cells(r, False), *_score_cells(r), *(_seed_cells(r) if seeds else []),
+                 format_value(r.nights_test)] for r in summary[summary.model == model].itertuples()]
         lines += ["", f"## {model}" if len(models) > 1 else f"Model: {model}.", "",
                   *_rows([*ident, *SCORE_HEADER, *seed_header, "test nights"], rows)]
     if not models:
         lines += ["", "No sleep-staging results."]
     if seeds:
         lines += ["", "## Runs of every seed", ""]
-        rows = [[r.model, *_label_cells(r, True), *_score_cells(r), _fmt(r.nights_test)] for r in table.itertuples()]
+        rows = [[r.model, *_label_cells(r, True), *_score_cells(r), format_value(r.nights_test)]
+                for r in table.itertuples()]
         lines += _rows(["model", *ident, "seed", *SCORE_HEADER, "test nights"], rows)
     names = VIEWS[DELTA_VIEW]
     lines += ["", "## Per-class F1 (4-class view, test)", ""]
     header = ["model", *ident, *(["seed"] if seeds else []), *names, "macro-F1",
               "test epochs per class (" + " / ".join(names) + ")"]
-    rows = [[r.model, *_label_cells(r, seeds), *(_fmt(float(getattr(r, f"f1_{n}")), 3) for n in names),
-             _fmt(float(getattr(r, f"macro_f1_{DELTA_VIEW}")), 3),
+    rows = [[r.model, *_label_cells(r, seeds), *(format_value(float(getattr(r, f"f1_{n}")), 3) for n in names),
+             format_value(float(getattr(r, f"macro_f1_{DELTA_VIEW}")), 3),
              " / ".join(str(int(getattr(r, f"support_{n}"))) for n in names)] for r in per_class.itertuples()]
     lines += _rows(header, rows)
     return "\n".join(lines) + "\n"
@@ -601,8 +602,8 @@ def hypnogram_figure(npz_paths_by_label: Mapping[str, Path], out: Path, night: s
         ax.set_ylim(len(order) - 0.5, -0.5)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=7)
-        text = label if scores is None else (f"{label}: accuracy {_fmt(scores['accuracy'], 2)}, kappa "
-                                             f"{_fmt(scores['kappa'], 2)} on this night")
+        text = label if scores is None else (f"{label}: accuracy {format_value(scores['accuracy'], 2)}, kappa "
+                                             f"{format_value(scores['kappa'], 2)} on this night")
         ax.set_title(text, fontsize=8, loc="left")
     axes[-1, 0].set_xlim(0, hours[-1])
     axes[-1, 0].set_xlabel("hours from the start of the night")
@@ -649,7 +650,7 @@ def confusion_figure(results: pd.DataFrame | Sequence[Path], out: Path, view: in
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("reference", fontsize=7)
         seeds = f" (mean of {n_seeds} seeds)" if n_seeds > 1 else ""
-        ax.set_title(f"{_run_label(r)}\nkappa {_fmt(kappa, 3)}{seeds}", fontsize=7)
+        ax.set_title(f"{_run_label(r)}\nkappa {format_value(kappa, 3)}{seeds}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save_png(fig, out)

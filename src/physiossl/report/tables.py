@@ -45,7 +45,7 @@ def display_name(method: str, protocol: str, encoder: str | None = None) -> str:
     return PRETTY.get(method, method)
 
 
-def _number(value, what: str, integer: bool = False, optional: bool = False):
+def parse_number(value, what: str, integer: bool = False, optional: bool = False):
     if value is None and optional:
         return NAN
     if isinstance(value, bool) or not isinstance(value, Real) or (integer and float(value) != int(value)):
@@ -53,7 +53,7 @@ def _number(value, what: str, integer: bool = False, optional: bool = False):
     return int(value) if integer else float(value)
 
 
-def _string(value, what: str) -> str:
+def parse_string(value, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty string, got {value!r}")
     return value
@@ -66,35 +66,35 @@ def parse_subset(subset: dict) -> dict:
         raise ValueError(f"subset.kind must be one of {SUBSET_KINDS}, got {kind!r}")
     if (subset["name"] == "all") != (kind == "all"):
         raise ValueError(f"subset {subset['name']!r} of kind {kind!r}: only the subset 'all' has kind 'all'")
-    return {"subset": _string(subset["name"], "subset.name"), "kind": kind,
-            "value": _number(subset["value"], "subset.value", optional=kind == "all"),
-            "n_train_records": _number(subset["n_train_records"], "subset.n_train_records", integer=True)}
+    return {"subset": parse_string(subset["name"], "subset.name"), "kind": kind,
+            "value": parse_number(subset["value"], "subset.value", optional=kind == "all"),
+            "n_train_records": parse_number(subset["n_train_records"], "subset.n_train_records", integer=True)}
 
 
 def _parse(r: dict) -> dict:
     if not isinstance(r, dict):
         raise ValueError("the top level is not an object")
-    method, protocol = _string(r["method"], "method"), _string(r["protocol"], "protocol")
-    n_train = _number(r["n_records"]["train"], "n_records.train", integer=True)
+    method, protocol = parse_string(r["method"], "method"), parse_string(r["protocol"], "protocol")
+    n_train = parse_number(r["n_records"]["train"], "n_records.train", integer=True)
     subset = r.get("subset", {"name": "all", "kind": "all", "value": None, "n_train_records": n_train})
     ci = r.get("test_ci") or {}
-    robustness = [(_number(e["level"], "robustness level", integer=True), _number(e["macro_auc"], "robustness AUC"))
-                  for e in r.get("robustness") or []]
+    robustness = [(parse_number(e["level"], "robustness level", integer=True),
+                   parse_number(e["macro_auc"], "robustness AUC")) for e in r.get("robustness") or []]
     train_folds = r.get("folds", {}).get("train") if isinstance(r.get("folds"), dict) else None
     encoder = r.get("encoder")
     return {
         "method": method, "display": display_name(method, protocol, encoder), "protocol": protocol,
         **parse_subset(subset),
-        "test_macro_auc": _number(r["test_macro_auc"], "test_macro_auc"),
-        "ci_low": _number(ci["low"], "test_ci.low", optional=True) if ci else NAN,
-        "ci_high": _number(ci["high"], "test_ci.high", optional=True) if ci else NAN,
-        "ci_level": _number(ci["level"], "test_ci.level") if ci else NAN,
-        "n_bootstrap": _number(ci["n_bootstrap"], "test_ci.n_bootstrap", integer=True) if ci else NAN,
-        "val_macro_auc": _number(r["val_macro_auc"], "val_macro_auc"),
-        "best_epoch": _number(r["best_epoch"], "best_epoch", integer=True),
-        "n_classes_scored": _number(r["test"]["n_scored"], "test.n_scored", integer=True),
+        "test_macro_auc": parse_number(r["test_macro_auc"], "test_macro_auc"),
+        "ci_low": parse_number(ci["low"], "test_ci.low", optional=True) if ci else NAN,
+        "ci_high": parse_number(ci["high"], "test_ci.high", optional=True) if ci else NAN,
+        "ci_level": parse_number(ci["level"], "test_ci.level") if ci else NAN,
+        "n_bootstrap": parse_number(ci["n_bootstrap"], "test_ci.n_bootstrap", integer=True) if ci else NAN,
+        "val_macro_auc": parse_number(r["val_macro_auc"], "val_macro_auc"),
+        "best_epoch": parse_number(r["best_epoch"], "best_epoch", integer=True),
+        "n_classes_scored": parse_number(r["test"]["n_scored"], "test.n_scored", integer=True),
         "n_classes_excluded": len(r["test"]["excluded"]),
-        "n_test_records": _number(r["n_records"]["test"], "n_records.test", integer=True),
+        "n_test_records": parse_number(r["n_records"]["test"], "n_records.test", integer=True),
         "n_train_folds": len(train_folds) if isinstance(train_folds, list) else NAN,
         "label_set": r["label_set"], "aggregate": r["aggregate"], "encoder": encoder, "robustness": robustness,
     }
@@ -109,7 +109,7 @@ def ordered(df: pd.DataFrame, by: list[str], protocols: tuple[str, ...] = PROTOC
 
 
 def parse_results(paths: list[Path], parse, kind: str) -> list[tuple[Path, dict]]:
-    """(path, ``parse``\ d row) of every result file; ValueError naming the file for a malformed one and naming
+    r"""(path, ``parse``\ d row) of every result file; ValueError naming the file for a malformed one and naming
     both files for two results of the same method, protocol and subset (``kind`` names the sort of file)."""
     out, seen = [], {}
     for path in paths:
@@ -173,7 +173,7 @@ def metrics(table: pd.DataFrame) -> dict:
             for r in table.itertuples()}
 
 
-def _fmt(value, digits: int = 4) -> str:
+def format_value(value, digits: int = 4) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
@@ -182,8 +182,8 @@ def _fmt(value, digits: int = 4) -> str:
 def interval_cell(value: float, low: float, high: float, digits: int = 4) -> str:
     """``0.8895 [0.8712, 0.9050]`` (``digits`` decimals), or the value alone without an interval."""
     if math.isnan(low) or math.isnan(high):
-        return _fmt(value, digits)
-    return f"{_fmt(value, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
+        return format_value(value, digits)
+    return f"{format_value(value, digits)} [{format_value(low, digits)}, {format_value(high, digits)}]"
 
 
 def auc_cell(auc: float, low: float, high: float) -> str:
@@ -210,6 +210,7 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
              "|" + "|".join("---" for _ in header) + "|"]
     for r in table.itertuples():
         cells = [r.method, r.protocol, auc_cell(r.test_macro_auc, r.ci_low, r.ci_high), r.display,
-                 _fmt(r.val_macro_auc), r.best_epoch, r.n_classes_scored, r.n_classes_excluded, r.n_test_records]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+                 format_value(r.val_macro_auc), r.best_epoch, r.n_classes_scored, r.n_classes_excluded,
+                 r.n_test_records]
+        lines.append("| " + " | ".join(format_value(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -148,8 +148,9 @@ def resumable_training(workdir: Path, run_id: str, logger: str = DEFAULT_LOGGER,
 
     The checkpoint is written at the end of each training epoch, after its validation, with the states of the
     random number generators (:class:`RandomState`), so that a run killed at any point and rerun ends with the
-    numbers of an uninterrupted run; one that does not load is set aside (:func:`usable_checkpoint`). ``also``: further checkpoint callbacks (e.g. one that keeps the best epoch);
-    they save at the end of the training epoch too, before ``last.ckpt``, which therefore holds their state.
+    numbers of an uninterrupted run; one that does not load is set aside (:func:`usable_checkpoint`). ``also``:
+    further checkpoint callbacks (e.g. one that keeps the best epoch); they save at the end of the training epoch
+    too, before ``last.ckpt``, which therefore holds their state.
     """
     last = run_workdir(workdir, run_id)
     every_epoch = ModelCheckpoint(dirpath=last.parent, filename=last.stem, save_top_k=1, save_on_train_epoch_end=True,

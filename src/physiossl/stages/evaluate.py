@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from ..config import ALL_LABELS, DEFAULT_LOGGER
+from ..data.ecg.loading import SignalCache
+from ..data.ecg.store import open_store
 from ..data.files import atomic_file, sha256_file
-from ..data.loading import SignalCache
-from ..data.store import open_store
 from ..eval.bootstrap import bootstrap_ids, macro_auc_ci
 from ..eval.protocols import Split, Task, finetune, linear_eval
 from ..eval.robustness import robustness_curve
@@ -165,7 +165,8 @@ def run(view: dict, method: str, protocol: str, store: Path, out: Path, checkpoi
     summary = {
         "method": method, "protocol": protocol, "dataset": caches["train"].attrs["dataset"], "store": str(store),
         "subset": subset_description(subset, len(caches["train"])),
-        "label_set": ev["label_set"], "label_convention": convention, "aggregate": ev["aggregate"], "seed": view["seed"],
+        "label_set": ev["label_set"], "label_convention": convention, "aggregate": ev["aggregate"],
+        "seed": view["seed"],
         "folds": {"train": ev["train_folds"], "val": ev["val_fold"], "test": ev["test_fold"]},
         "n_records": {name: len(cache) for name, cache in caches.items()},
         "classes": classes, "classes_without_training_positives": untrainable,

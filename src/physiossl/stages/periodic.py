@@ -28,14 +28,22 @@ import lightning as L
 import numpy as np
 
 from ..config import ALL_LABELS
-from ..data.loading import SignalCache
+from ..data.ecg.loading import SignalCache
 from ..eval.bootstrap import bootstrap_ids, mae_ci
 from ..eval.frequency import head_projection, principal_projection, read_frequencies
 from ..eval.metrics import regression_metrics
 from ..eval.protocols import Split, Task, regression
 from .common import fingerprint, resolve_device, write_json
-from .evaluate import (load_encoder, protocol_settings, random_encoder_args, run_inputs, save_npz, subset_description,
-                       train_protocol, training_subset)
+from .evaluate import (
+    load_encoder,
+    protocol_settings,
+    random_encoder_args,
+    run_inputs,
+    save_npz,
+    subset_description,
+    train_protocol,
+    training_subset,
+)
 
 log = logging.getLogger(__name__)
 PROTOCOLS = ("linear", "finetune", "fft", "zero_shot")

@@ -14,10 +14,17 @@ from pathlib import Path
 
 from ..data.files import replace_path, tmp_sibling, write_text_atomic
 from ..report.figures import label_efficiency_lines, macro_auc_bars, method_colours, robustness_lines
-from ..report.periodic import (label_efficiency_figure, load_periodic, periodic_label_efficiency, periodic_markdown,
-                               periodic_metrics, periodic_table, predictions_figure, target_label)
-from ..report.tables import (label_efficiency_table, load_results, main_table, metrics, robustness_table,
-                             to_markdown)
+from ..report.periodic import (
+    label_efficiency_figure,
+    load_periodic,
+    periodic_label_efficiency,
+    periodic_markdown,
+    periodic_metrics,
+    periodic_table,
+    predictions_figure,
+    target_label,
+)
+from ..report.tables import label_efficiency_table, load_results, main_table, metrics, robustness_table, to_markdown
 
 PERIODIC_OUTPUTS = ("periodic.csv", "periodic.md", "periodic.png")
 PERIODIC_EFFICIENCY_OUTPUTS = ("periodic_label_efficiency.csv", "periodic_label_efficiency.png")

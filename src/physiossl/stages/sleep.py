@@ -7,16 +7,9 @@ subsets of larger ones) keep their labels; the other training nights join the un
 hidden. Pool ``ood`` adds every night of the ``sleep.unlabeled`` datasets (e.g. home recordings with
 out-of-distribution noise). Runs of several seeds (``sleep.grid.seeds``) share the night split.
 
-Variants (the paper's ablation and its baseline):
-
-- ``supervised``: per-epoch cross-entropy over labeled sequences of N_s epochs (unscored epochs ignored);
-- ``sc``: + the sequential-consistency loss between the epoch embeddings of two augmented views of unlabeled
-  sequences (:func:`physiossl.losses.sequential_consistency_loss`);
-- ``ssc``: + the semi-supervised contrastive loss, unlabeled projections pulled toward the batch's labeled
-  projections (detached anchors) with weights y_m . p_i (:func:`physiossl.losses.semi_supervised_contrastive_loss`);
-- ``both``: + both losses;
-- ``ccssl``: + FixMatch (pseudo-labels of the weak view above ``threshold`` supervise the strong view) and the
-  class-aware contrastive loss of CCSSL over the weak and strong projections (:func:`physiossl.losses.ccssl_loss`).
+Variants (the paper's ablation and its baseline) are plugins of :mod:`physiossl.variants`: ``supervised``
+(per-epoch cross-entropy only), ``sc`` (+ sequential consistency), ``ssc`` (+ semi-supervised contrastive),
+``both`` and ``ccssl`` (FixMatch + class-aware contrastive).
 
 An epoch of training is one pass over the labeled sequences; unlabeled sequences are drawn at random alongside.
 The unlabeled side draws its augmentations and dropout from its own seeded stream, so every variant sees the same
@@ -49,19 +42,25 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..augment.audio import build_audio_augment
 from ..config import DEFAULT_LOGGER
-from ..data.sleep_loading import (SequenceDataset, accumulate_windows, collate_batch, concat_arrays, load_sleep_arrays,
-                                  normalize_nights, sequence_starts)
-from ..data.sleep_stages import coarser_views, to_view
-from ..data.sleep_store import open_sleep_store
+from ..data.sleep.loading import (
+    SequenceDataset,
+    accumulate_windows,
+    collate_batch,
+    concat_arrays,
+    load_sleep_arrays,
+    normalize_nights,
+    sequence_starts,
+)
+from ..data.sleep.stages import coarser_views, to_view
+from ..data.sleep.store import open_sleep_store
 from ..eval.sleep import all_views, night_bootstrap
-from ..losses import ccssl_loss, semi_supervised_contrastive_loss, sequential_consistency_loss
-from ..models.sleep import build_sleep_model
+from ..models import build_sleep_model
+from ..variants import VARIANTS
 from .common import fingerprint, metrics_csv, resumable_training, resume_fields, save_torch_atomic, write_json
 from .evaluate import save_npz
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("supervised", "sc", "ssc", "both", "ccssl")
 POOLS = ("none", "in", "ood")
 PROJ_DIM = 128
 #: Offsets from a run's seed of its random streams, each drawn on its own so that the labeled side (training loader
@@ -101,14 +100,13 @@ class SleepStaging(L.LightningModule):
     def __init__(self, model: nn.Module, variant: str, cfg: dict, n_classes: int,
                  val_data: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown sleep-staging variant {variant!r} (available: {VARIANTS})")
         self.model, self.variant, self.cfg, self.n_classes, self.seed = model, variant, cfg, n_classes, seed
+        self.variant_plugin = VARIANTS.load(variant)()
         self.augment = build_audio_augment(cfg["augment"], "sleep.augment")
         self.strong = build_audio_augment(cfg.get("strong_augment", cfg["augment"] + DEFAULT_STRONG),
                                           "sleep.strong_augment")
         self.proj = None
-        if variant in ("ssc", "both", "ccssl"):
+        if VARIANTS[variant].get("projection"):
             # initialised from a stream of its own: drawing it from the global one would shift the labeled
             # augmentations and dropout away from those of supervised-only training of the same seed
             with torch.random.fork_rng(devices=[]):
@@ -129,45 +127,14 @@ class SleepStaging(L.LightningModule):
         z_l = self.model.embed(self.augment(x))
         logits = self.model.classify(z_l)
         losses = {"ce": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1)}
-        if self.variant == "supervised":
+        if not VARIANTS[self.variant].get("unlabeled"):
             return losses
         # the unlabeled branch draws its augmentations and dropout from its own seeded stream, so that every variant
         # sees the same labeled batches, augmentations and dropout masks as supervised-only training (paired runs)
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed * UNLABELED_STEP_STRIDE + self.global_step)
-            losses.update(self._unlabeled_losses(batch["unlabeled"][0], z_l, y))
-        return losses
-
-    def _unlabeled_losses(self, xu: torch.Tensor, z_l: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        losses = {}
-        ls = self.cfg["losses"]
-        if self.variant in ("sc", "ssc", "both"):
-            z_a = self.model.embed(self.augment(xu))
-            if self.variant in ("sc", "both"):
-                z_b = self.model.embed(self.augment(xu))
-                sc = ls["sequential_consistency"]
-                losses["sc"] = sc["weight"] * sequential_consistency_loss(z_a, z_b, sc["w_min"])
-            if self.variant in ("ssc", "both"):
-                ssc = ls["semi_supervised_contrastive"]
-                probs = self.model.classify(z_a).softmax(-1)
-                scored = y.reshape(-1) >= 0
-                anchors = self.proj(z_l.reshape(-1, z_l.shape[-1])[scored])
-                losses["ssc"] = ssc["weight"] * semi_supervised_contrastive_loss(
-                    self.proj(z_a.reshape(-1, z_a.shape[-1])), probs.reshape(-1, probs.shape[-1]), anchors,
-                    y.reshape(-1)[scored], ssc["temperature"])
-        else:  # ccssl
-            cc = ls["ccssl"]
-            z_w = self.model.embed(self.augment(xu))
-            z_s = self.model.embed(self.strong(xu))
-            probs = self.model.classify(z_w).detach().softmax(-1).reshape(-1, self.n_classes)
-            confidence, pseudo = probs.max(-1)
-            logits_s = self.model.classify(z_s).reshape(-1, self.n_classes)
-            mask = (confidence >= cc["threshold"]).float()
-            losses["fixmatch"] = cc["fixmatch_weight"] * (
-                F.cross_entropy(logits_s, pseudo, reduction="none") * mask).mean()
-            views = torch.stack([self.proj(z_w.reshape(-1, z_w.shape[-1])), self.proj(z_s.reshape(-1, z_s.shape[-1]))], 1)
-            losses["ccssl"] = cc["weight"] * ccssl_loss(views, probs, cc["temperature"], cc["threshold"])
+            losses.update(self.variant_plugin.unlabeled_losses(self, batch["unlabeled"][0], z_l, y))
         return losses
 
     def training_step(self, batch, batch_idx):
@@ -236,9 +203,7 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
     initialisation, the augmentations and the order of the batches.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown sleep-staging variant {variant!r} (available: {VARIANTS})")
-    if (pool == "none") != (variant == "supervised") or pool not in POOLS:
+    if (pool == "none") == VARIANTS[variant].get("unlabeled") or pool not in POOLS:
         raise ValueError(f"pool {pool!r} does not go with variant {variant!r}: supervised runs use pool 'none', "
                          "the others 'in' or 'ood'")
     if pool == "ood" and not unlabeled_stores:
@@ -256,9 +221,10 @@ def run(view: dict, variant: str, fraction: float, pool: str, store: Path, unlab
     hidden = sorted(set(split["train"]) - set(labeled))
     # float16 in RAM as in the store (a full PSG-Audio store is tens of GB); batches are float32
     train = load_sleep_arrays(store, labeled, dtype=np.float16)
-    val, test = load_sleep_arrays(store, split["val"], dtype=np.float16), load_sleep_arrays(store, split["test"], dtype=np.float16)
+    val, test = (load_sleep_arrays(store, split["val"], dtype=np.float16),
+                 load_sleep_arrays(store, split["test"], dtype=np.float16))
     unlabeled = None
-    if variant != "supervised":
+    if VARIANTS[variant].get("unlabeled"):
         pooled = sorted(split["unlabeled"] + hidden)
         parts = [load_sleep_arrays(store, pooled, dtype=np.float16)] if pooled else []
         if pool == "ood":

@@ -1,0 +1,91 @@
+"""The code a pipeline job runs, derived from imports: the Snakemake rules declare it as the job's ``code`` input,
+so a change to a module reruns exactly the jobs that run it.
+
+What counts (docs/architecture.md, "Code inputs"):
+
+1. the job's entry module: the stage module that its ``physiossl`` subcommand runs (``physiossl.cli`` itself is the
+   dispatcher and counts for no job: it only parses arguments and calls the stage);
+2. the plugins the job loads by name from a registry (:mod:`physiossl.registry`): its method, encoder, source,
+   sleep model or sleep-staging variant, given as module names;
+3. every ``physiossl`` module that a counted module imports, by any ``import`` statement, at the top or inside a
+   function (a function-level import runs when the function does), with the ``__init__`` of every package on the
+   way (Python runs them);
+4. nothing else: plugins are never imported by a registry's listing (it reads their source), so a plugin the job
+   does not name does not count.
+
+The closure is computed from the source files with :mod:`ast`, without importing anything; a test runs the
+pipeline and checks that every module a job imported is among its rule's declared inputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+from .registry import ROOT, module_path
+
+PACKAGE = ROOT.name
+
+
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@functools.cache
+def imports_of(module: str) -> frozenset[str]:
+    """The ``physiossl`` modules (and their packages) that ``module``'s source imports anywhere."""
+    path = module_path(module)
+    if path is None:
+        raise ValueError(f"no source file for module {module!r}")
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = module.split(".")
+                base_parts = parts[:len(parts) - node.level + is_package]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names
+                              if module_path(f"{base}.{alias.name}") is not None]
+        else:
+            continue
+        for name in names:
+            if name == PACKAGE or name.startswith(PACKAGE + "."):
+                if module_path(name) is not None:
+                    found.update([name, *_parents(name)])
+    found.discard(module)
+    return frozenset(found)
+
+
+def closure(*modules: str) -> set[str]:
+    """``modules``, their packages and every ``physiossl`` module they import, transitively."""
+    seen: set[str] = set()
+    todo = [m for module in modules for m in (module, *_parents(module))]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo.extend(imports_of(module) - seen)
+    return seen
+
+
+def code_files(*modules: str, root: Path | None = None) -> list[str]:
+    """The source files of :func:`closure` of ``modules``, relative to ``root`` (default: the current directory, the
+    project root when Snakemake calls it), sorted."""
+    root = Path.cwd() if root is None else Path(root)
+    files = {module_path(m).resolve() for m in closure(*modules)}
+    return sorted(str(_relative(f, root.resolve())) for f in files)
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return path

@@ -1,0 +1,1 @@
+"""ECG dataset sources (one module each, registered in :mod:`physiossl.data.sources`)."""

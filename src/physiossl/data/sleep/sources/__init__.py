@@ -1,0 +1,1 @@
+"""Sleep-sound dataset sources (one module each, registered in :mod:`physiossl.data.sources`)."""
