@@ -6,12 +6,16 @@
 #   snakemake --cores all --configfile config/demo_sleep.yaml           # the sleep-staging demo
 #   snakemake --profile slurm --configfile config/paper_ecg.yaml            # on a Slurm cluster (profiles/slurm)
 import os
+import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from physiossl.config import (eval_subsets, pretrain_members, pretrained_methods, random_init_encoder, sleep_datasets,
-                              sleep_runs, stage_view, validate_config)
+from physiossl.config import pretrain_members, pretrained_methods, sleep_datasets, stage_view, validate_config
+from physiossl.methods import METHODS
+from physiossl.models import SLEEP_MODELS
+from physiossl.pipeline import Pipeline, flag, one_of
+from physiossl.variants import VARIANTS
 
 min_version("9.0")
 
@@ -41,7 +45,10 @@ os.environ.setdefault("TQDM_MININTERVAL", "60")
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
+# paths, grids, resources, logs, benchmarks and code inputs of the rules (physiossl.pipeline)
+P = Pipeline(config, report=report, basedir=workflow.basedir)
+
+
 include: "workflow/rules/data.smk"
 
 

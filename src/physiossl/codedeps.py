@@ -63,7 +63,8 @@ def imports_of(module: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def closure(*modules: str) -> set[str]:
+@functools.cache
+def closure(*modules: str) -> frozenset[str]:
     """``modules``, their packages and every ``physiossl`` module they import, transitively."""
     seen: set[str] = set()
     todo = [m for module in modules for m in (module, *_parents(module))]
@@ -73,15 +74,18 @@ def closure(*modules: str) -> set[str]:
             continue
         seen.add(module)
         todo.extend(imports_of(module) - seen)
-    return seen
+    return frozenset(seen)
 
 
 def code_files(*modules: str, root: Path | None = None) -> list[str]:
     """The source files of :func:`closure` of ``modules``, relative to ``root`` (default: the current directory, the
     project root when Snakemake calls it), sorted."""
-    root = Path.cwd() if root is None else Path(root)
-    files = {module_path(m).resolve() for m in closure(*modules)}
-    return sorted(str(_relative(f, root.resolve())) for f in files)
+    return list(_code_files(modules, (Path.cwd() if root is None else Path(root)).resolve()))
+
+
+@functools.cache
+def _code_files(modules: tuple[str, ...], root: Path) -> tuple[str, ...]:
+    return tuple(sorted(str(_relative(module_path(m).resolve(), root)) for m in closure(*modules)))
 
 
 def _relative(path: Path, root: Path) -> Path:

@@ -148,6 +148,7 @@ def _module_tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
 
+@functools.cache
 def module_path(module: str) -> Path | None:
     parts = module.split(".")
     if parts[0] != "physiossl":

@@ -5,16 +5,16 @@ rule demo_data:
     output:
         directory(f"{DATA}/raw/{{dataset}}"),
     benchmark:
-        bench("demo_data/{dataset}")
+        P.bench("demo_data/{dataset}")
     log:
-        logfile("demo_data/{dataset}")
+        P.logfile("demo_data/{dataset}")
     input:
-        code=lambda wc: code(source_module(wc.dataset)),
+        code=lambda wc: P.code(P.source_module(wc.dataset)),
     wildcard_constraints:
-        dataset=one_of(datasets_in_mode("demo")),
+        dataset=one_of(P.datasets_in_mode("demo")),
     params:
         cfg=lambda wc: stage_view(config, "demo_data", dataset=wc.dataset),
-        source=lambda wc: source_of(wc.dataset),
+        source=lambda wc: P.source_of(wc.dataset),
         n_records=lambda wc: config["datasets"][wc.dataset]["demo"]["n_records"],
         seed=config["seed"],
         # demo.options (night lengths, rates, part counts) are read from the config file by the command
@@ -28,13 +28,13 @@ rule download_data:
     output:
         directory(f"{DATA}/raw/{{dataset}}"),
     benchmark:
-        bench("download_data/{dataset}")
+        P.bench("download_data/{dataset}")
     log:
-        logfile("download_data/{dataset}")
+        P.logfile("download_data/{dataset}")
     input:
-        code=lambda wc: code(source_module(wc.dataset)),
+        code=lambda wc: P.code(P.source_module(wc.dataset)),
     wildcard_constraints:
-        dataset=one_of(datasets_in_mode("download")),
+        dataset=one_of(P.datasets_in_mode("download")),
     params:
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "download_data", dataset=wc.dataset),
@@ -47,22 +47,22 @@ rule convert:
         store=directory(f"{DATA}/stores/{{dataset}}_{{fs}}hz.zarr"),
         quarantine=f"{DATA}/stores/{{dataset}}_{{fs}}hz.zarr.quarantine.csv",
     benchmark:
-        bench("convert/{dataset}_{fs}hz")
+        P.bench("convert/{dataset}_{fs}hz")
     log:
-        logfile("convert/{dataset}_{fs}hz")
+        P.logfile("convert/{dataset}_{fs}hz")
     input:
-        raw=lambda wc: raw_path(wc.dataset),
-        code=lambda wc: code(source_module(wc.dataset)),
+        raw=lambda wc: P.raw_path(wc.dataset),
+        code=lambda wc: P.code(P.source_module(wc.dataset)),
     wildcard_constraints:
-        dataset=one_of([d for d in config["datasets"] if not is_sleep(d)]),
+        dataset=one_of([d for d in config["datasets"] if not P.is_sleep(d)]),
         fs=r"\d+",
     params:
         cfg=lambda wc: stage_view(config, "convert", dataset=wc.dataset),
-        source=lambda wc: source_of(wc.dataset),
+        source=lambda wc: P.source_of(wc.dataset),
         max_quarantine=lambda wc: config["datasets"][wc.dataset]["max_quarantine_fraction"],
-    threads: resources_of("convert")["threads"] if "convert" in config["resources"] else 1
+    threads: P.resources_of("convert")["threads"] if "convert" in config["resources"] else 1
     resources:
-        **convert_resources(),
+        **P.convert_resources(),
     shell:
         "physiossl --log {log:q} convert {params.source:q} --raw {input.raw:q} --out {output.store:q} --fs {wildcards.fs:q}"
         " --max-quarantine {params.max_quarantine:q} --workers {threads}"

@@ -7,13 +7,13 @@ rule evaluate:
         result=f"{RESULTS}/eval/{{method}}/{{protocol}}/{{subset}}.json",
         predictions=f"{RESULTS}/eval/{{method}}/{{protocol}}/{{subset}}.npz",
     benchmark:
-        bench("evaluate/{method}-{protocol}-{subset}")
+        P.bench("evaluate/{method}-{protocol}-{subset}")
     log:
-        logfile("evaluate/{method}-{protocol}-{subset}")
+        P.logfile("evaluate/{method}-{protocol}-{subset}")
     input:
-        store=store_path(config["evaluate"]["dataset"]),
-        checkpoint=pretrained,
-        code=lambda wc: code("physiossl.stages.evaluate", encoder_module(wc.method)),
+        store=P.store_path(config["evaluate"]["dataset"]),
+        checkpoint=P.pretrained,
+        code=lambda wc: P.code("physiossl.stages.evaluate", P.encoder_module(wc.method)),
     wildcard_constraints:
         method=one_of(config["experiment"]["methods"]),
         protocol=one_of(config["experiment"]["protocols"]),
@@ -22,11 +22,11 @@ rule evaluate:
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "evaluate", protocol=wc.protocol, subset=wc.subset),
         checkpoint=lambda wc, input: flag("--checkpoint", input.checkpoint),
-    threads: resources_of("evaluate")["threads"]
+    threads: P.resources_of("evaluate")["threads"]
     resources:
-        gpu=resources_of("evaluate")["gpu"],
-        mem_mb=resources_of("evaluate")["mem_mb"],
-        runtime=resources_of("evaluate")["runtime"],
+        gpu=P.resources_of("evaluate")["gpu"],
+        mem_mb=P.resources_of("evaluate")["mem_mb"],
+        runtime=P.resources_of("evaluate")["runtime"],
     shell:
         "physiossl --log {log:q} evaluate --configfile {params.configfile:q} --method {wildcards.method:q} --protocol {wildcards.protocol:q}"
         " --subset {wildcards.subset:q} --store {input.store:q} --out {output.result:q} {params.checkpoint}"

@@ -9,13 +9,13 @@ if "periodic" in config:
             result=f"{RESULTS}/periodic/{{method}}/{{protocol}}/{{subset}}.json",
             predictions=f"{RESULTS}/periodic/{{method}}/{{protocol}}/{{subset}}.npz",
         benchmark:
-            bench("evaluate_periodic/{method}-{protocol}-{subset}")
+            P.bench("evaluate_periodic/{method}-{protocol}-{subset}")
         log:
-            logfile("evaluate_periodic/{method}-{protocol}-{subset}")
+            P.logfile("evaluate_periodic/{method}-{protocol}-{subset}")
         input:
-            store=store_path(config["evaluate"]["dataset"]),
-            checkpoint=pretrained,
-            code=lambda wc: code("physiossl.stages.periodic", encoder_module(wc.method)),
+            store=P.store_path(config["evaluate"]["dataset"]),
+            checkpoint=P.pretrained,
+            code=lambda wc: P.code("physiossl.stages.periodic", P.encoder_module(wc.method)),
         wildcard_constraints:
             method=one_of(config["periodic"]["methods"]),
             protocol=one_of(config["periodic"]["protocols"]),
@@ -24,11 +24,11 @@ if "periodic" in config:
             configfile=CONFIGFILE,
             cfg=lambda wc: stage_view(config, "evaluate_periodic", protocol=wc.protocol, subset=wc.subset),
             checkpoint=lambda wc, input: flag("--checkpoint", input.checkpoint),
-        threads: resources_of("evaluate")["threads"]
+        threads: P.resources_of("evaluate")["threads"]
         resources:
-            gpu=resources_of("evaluate")["gpu"],
-            mem_mb=resources_of("evaluate")["mem_mb"],
-            runtime=resources_of("evaluate")["runtime"],
+            gpu=P.resources_of("evaluate")["gpu"],
+            mem_mb=P.resources_of("evaluate")["mem_mb"],
+            runtime=P.resources_of("evaluate")["runtime"],
         shell:
             "physiossl --log {log:q} evaluate-periodic --configfile {params.configfile:q} --method {wildcards.method:q}"
             " --protocol {wildcards.protocol:q} --subset {wildcards.subset:q} --store {input.store:q} --out {output.result:q}"

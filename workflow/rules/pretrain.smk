@@ -6,23 +6,23 @@ rule pretrain:
         encoder=f"{RESULTS}/pretrain/{{method}}/encoder.pt",
         summary=f"{RESULTS}/pretrain/{{method}}/encoder.json",
     benchmark:
-        bench("pretrain/{method}")
+        P.bench("pretrain/{method}")
     log:
-        logfile("pretrain/{method}")
+        P.logfile("pretrain/{method}")
     input:
-        stores=[store_path(d) for d in pretrain_members(config)],
-        eval_store=store_path(config["evaluate"]["dataset"]),
-        code=lambda wc: code("physiossl.stages.pretrain", METHODS[wc.method].module, encoder_module(wc.method)),
+        stores=[P.store_path(d) for d in pretrain_members(config)],
+        eval_store=P.store_path(config["evaluate"]["dataset"]),
+        code=lambda wc: P.code("physiossl.stages.pretrain", METHODS[wc.method].module, P.encoder_module(wc.method)),
     wildcard_constraints:
         method=one_of(pretrained_methods(config)),
     params:
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "pretrain", method=wc.method),
-    threads: resources_of("pretrain")["threads"]
+    threads: P.resources_of("pretrain")["threads"]
     resources:
-        gpu=resources_of("pretrain")["gpu"],
-        mem_mb=resources_of("pretrain")["mem_mb"],
-        runtime=resources_of("pretrain")["runtime"],
+        gpu=P.resources_of("pretrain")["gpu"],
+        mem_mb=P.resources_of("pretrain")["mem_mb"],
+        runtime=P.resources_of("pretrain")["runtime"],
     shell:
         "physiossl --log {log:q} pretrain --configfile {params.configfile:q} --method {wildcards.method:q} --store {input.stores:q}"
         " --eval-store {input.eval_store:q} --out {output.encoder:q}"

@@ -4,23 +4,23 @@
 rule report:
     output:
         table_md=f"{RESULTS}/report/table.md",
-        table_csv=shown(f"{RESULTS}/report/table.csv", "table", "ECG"),
-        figure=shown(f"{RESULTS}/report/figure.png", "figure", "ECG"),
+        table_csv=P.shown(f"{RESULTS}/report/table.csv", "table", "ECG"),
+        figure=P.shown(f"{RESULTS}/report/figure.png", "figure", "ECG"),
         metrics=f"{RESULTS}/report/metrics.json",
-        label_efficiency=shown(f"{RESULTS}/report/label_efficiency.csv", "label_efficiency", "ECG"),
-        label_efficiency_figure=shown(f"{RESULTS}/report/label_efficiency.png", "label_efficiency", "ECG"),
-        robustness=shown(f"{RESULTS}/report/robustness.csv", "robustness", "ECG"),
-        robustness_figure=shown(f"{RESULTS}/report/robustness.png", "robustness", "ECG"),
-        **periodic_outputs(),
+        label_efficiency=P.shown(f"{RESULTS}/report/label_efficiency.csv", "label_efficiency", "ECG"),
+        label_efficiency_figure=P.shown(f"{RESULTS}/report/label_efficiency.png", "label_efficiency", "ECG"),
+        robustness=P.shown(f"{RESULTS}/report/robustness.csv", "robustness", "ECG"),
+        robustness_figure=P.shown(f"{RESULTS}/report/robustness.png", "robustness", "ECG"),
+        **P.periodic_outputs(),
     benchmark:
-        bench("report/report")
+        P.bench("report/report")
     log:
-        logfile("report/report")
+        P.logfile("report/report")
     input:
-        results=eval_results(),
-        periodic=periodic_results(),
-        periodic_predictions=[path.replace(".json", ".npz") for path in periodic_results()],
-        code=code("physiossl.stages.report"),
+        results=P.eval_results(),
+        periodic=P.periodic_results(),
+        periodic_predictions=[path.replace(".json", ".npz") for path in P.periodic_results()],
+        code=P.code("physiossl.stages.report"),
     params:
         out_dir=lambda wc, output: os.path.dirname(output.metrics),
         configfile=CONFIGFILE,

@@ -7,20 +7,20 @@ rule convert_sleep:
         store=directory(f"{DATA}/stores/{{dataset}}_sleep.zarr"),
         quarantine=f"{DATA}/stores/{{dataset}}_sleep.zarr.quarantine.csv",
     benchmark:
-        bench("convert_sleep/{dataset}")
+        P.bench("convert_sleep/{dataset}")
     log:
-        logfile("convert_sleep/{dataset}")
+        P.logfile("convert_sleep/{dataset}")
     input:
-        raw=lambda wc: raw_path(wc.dataset),
-        code=lambda wc: code(source_module(wc.dataset)),
+        raw=lambda wc: P.raw_path(wc.dataset),
+        code=lambda wc: P.code(P.source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of(sleep_datasets(config)),
     params:
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "convert_sleep", dataset=wc.dataset),
-    threads: resources_of("convert")["threads"] if "convert" in config["resources"] else 1
+    threads: P.resources_of("convert")["threads"] if "convert" in config["resources"] else 1
     resources:
-        **convert_resources(),
+        **P.convert_resources(),
     shell:
         "physiossl --log {log:q} convert-sleep --configfile {params.configfile:q} --dataset {wildcards.dataset:q} --raw {input.raw:q}"
         " --out {output.store:q} --workers {threads}"
@@ -32,13 +32,13 @@ rule train_sleep:
         predictions=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.npz",
         model=f"{RESULTS}/sleep/{{variant}}/frac{{fraction}}/{{pool}}/seed{{seed}}.pt",
     benchmark:
-        bench("train_sleep/{variant}-frac{fraction}-{pool}-seed{seed}")
+        P.bench("train_sleep/{variant}-frac{fraction}-{pool}-seed{seed}")
     log:
-        logfile("train_sleep/{variant}-frac{fraction}-{pool}-seed{seed}")
+        P.logfile("train_sleep/{variant}-frac{fraction}-{pool}-seed{seed}")
     input:
-        store=sleep_store_path(config["sleep"]["dataset"]),
-        unlabeled=lambda wc: [sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
-        code=lambda wc: code("physiossl.stages.sleep", VARIANTS[wc.variant].module,
+        store=P.sleep_store_path(config["sleep"]["dataset"]),
+        unlabeled=lambda wc: [P.sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
+        code=lambda wc: P.code("physiossl.stages.sleep", VARIANTS[wc.variant].module,
                              SLEEP_MODELS[config["sleep"]["model"]["name"]].module),
     wildcard_constraints:
         variant=one_of(VARIANTS.names()),
@@ -49,11 +49,11 @@ rule train_sleep:
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "train_sleep", variant=wc.variant, pool=wc.pool),
         unlabeled=lambda wc, input: flag("--unlabeled", input.unlabeled),
-    threads: resources_of("sleep")["threads"]
+    threads: P.resources_of("sleep")["threads"]
     resources:
-        gpu=resources_of("sleep")["gpu"],
-        mem_mb=resources_of("sleep")["mem_mb"],
-        runtime=resources_of("sleep")["runtime"],
+        gpu=P.resources_of("sleep")["gpu"],
+        mem_mb=P.resources_of("sleep")["mem_mb"],
+        runtime=P.resources_of("sleep")["runtime"],
     shell:
         "physiossl --log {log:q} train-sleep --configfile {params.configfile:q} --variant {wildcards.variant:q} --fraction {wildcards.fraction:q}"
         " --pool {wildcards.pool:q} --seed {wildcards.seed:q} --store {input.store:q} {params.unlabeled}"
@@ -63,20 +63,20 @@ rule train_sleep:
 rule sleep_report:
     output:
         table_md=f"{RESULTS}/report/sleep.md",
-        table_csv=shown(f"{RESULTS}/report/sleep.csv", "sleep", "Sleep staging"),
+        table_csv=P.shown(f"{RESULTS}/report/sleep.csv", "sleep", "Sleep staging"),
         runs_csv=f"{RESULTS}/report/sleep_runs.csv",
-        per_class=shown(f"{RESULTS}/report/sleep_per_class.csv", "sleep_per_class", "Sleep staging"),
-        hypnogram=shown(f"{RESULTS}/report/hypnogram.png", "hypnogram", "Sleep staging"),
-        confusion=shown(f"{RESULTS}/report/sleep_confusion.png", "sleep_confusion", "Sleep staging"),
+        per_class=P.shown(f"{RESULTS}/report/sleep_per_class.csv", "sleep_per_class", "Sleep staging"),
+        hypnogram=P.shown(f"{RESULTS}/report/hypnogram.png", "hypnogram", "Sleep staging"),
+        confusion=P.shown(f"{RESULTS}/report/sleep_confusion.png", "sleep_confusion", "Sleep staging"),
         metrics=f"{RESULTS}/report/sleep_metrics.json",
     benchmark:
-        bench("sleep_report/sleep_report")
+        P.bench("sleep_report/sleep_report")
     log:
-        logfile("sleep_report/sleep_report")
+        P.logfile("sleep_report/sleep_report")
     input:
-        results=sleep_results(),
-        predictions=[path.replace(".json", ".npz") for path in sleep_results()],
-        code=code("physiossl.stages.report"),
+        results=P.sleep_results(),
+        predictions=[path.replace(".json", ".npz") for path in P.sleep_results()],
+        code=P.code("physiossl.stages.report"),
     params:
         out_dir=lambda wc, output: os.path.dirname(output.metrics),
         configfile=CONFIGFILE,

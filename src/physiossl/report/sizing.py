@@ -1,7 +1,7 @@
 """Sizing tables from Snakemake benchmark files: what each job of a run cost (wall time, peak memory, I/O) against
 how much data it handled and wrote.
 
-Every rule declares ``benchmark: <results>/benchmarks/<rule>/<job>.tsv`` (``bench()`` in workflow/rules/common.smk),
+Every rule declares ``benchmark: <results>/benchmarks/<rule>/<job>.tsv`` (``Pipeline.bench`` in physiossl.pipeline),
 so Snakemake itself records, per job, the columns of :data:`BENCH_COLUMNS`: wall seconds, the peak RSS/VMS/USS/PSS
 summed over the job's processes (MB = 2^20 bytes, sampled every second for the first 30 s, then every 30 s), the
 bytes read and written (MB), the mean CPU load (%) and the CPU seconds. :func:`collect` reads them for a config and
