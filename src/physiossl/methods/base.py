@@ -25,21 +25,7 @@ from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 from ..augment.ecg import build_augment
-from ..models import ENCODERS, build_encoder
-
-BASE_SCHEMA: dict = {
-    "properties": {
-        "lr": {"type": "number", "exclusiveMinimum": 0},
-        "weight_decay": {"type": "number", "minimum": 0},
-        "warmup_epochs": {"type": "integer", "minimum": 0},
-        "augment": {"type": "array"},
-        "encoder": {"type": "string", "enum": sorted(ENCODERS)},
-        "encoder_args": {"type": "object"},
-        "crop_s": {"type": "number", "exclusiveMinimum": 0},
-        "batch_size": {"type": "integer", "minimum": 2},
-    },
-    "required": ["lr", "weight_decay", "warmup_epochs", "augment"],
-}
+from ..models import build_encoder
 
 
 class ProbeAUROC(Metric):
@@ -105,11 +91,11 @@ class SSLMethod(L.LightningModule):
     arguments ``encoder_args``), configured by ``cfg``, for signals sampled at ``fs`` Hz. Arguments are keyword-only
     and saved as Lightning hyperparameters.
 
-    Keys every method takes (``BASE_SCHEMA``): ``lr``, ``weight_decay`` (Adam), ``warmup_epochs`` (linear
-    warm-up, then cosine decay to 0 over the remaining steps), ``augment`` (the view pipeline, see
-    :func:`physiossl.augment.ecg.build_augment`; ``self.views``); optional ``encoder``/``encoder_args`` (read by
-    the pretrain stage, which passes them to the constructor), ``crop_s`` and ``batch_size`` (override the pretrain
-    stage's crop length and batch size).
+    Keys every method takes (:data:`physiossl.methods.BASE_SCHEMA`): ``lr``, ``weight_decay`` (Adam),
+    ``warmup_epochs`` (linear warm-up, then cosine decay to 0 over the remaining steps), ``augment`` (the view
+    pipeline, see :func:`physiossl.augment.ecg.build_augment`; ``self.views``); optional ``encoder`` and
+    ``encoder_args`` (read by the pretrain stage, which passes them to the constructor), ``crop_s`` and
+    ``batch_size`` (override the pretrain stage's crop length and batch size).
 
     ``probe_classes`` > 0 adds an :class:`OnlineProbe` (``self.probe``, initialised from ``probe_seed``) with that
     many classes; the batches are then ``(x, y)`` with ``y`` (B, probe_classes) multi-hot targets, NaN rows for
