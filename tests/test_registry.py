@@ -166,3 +166,28 @@ def test_a_built_wheel_validates_configs_outside_the_checkout(tmp_path):
             "code = main(['check-config', sys.argv[1]]); assert 'torch' not in sys.modules; sys.exit(code)")
     proc = subprocess.run([sys.executable, "-c", code, str(config)], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0 and '"valid": true' in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_imports_form_no_cycle():
+    """Counting every import statement, top-level or in a function (a module importing its own package's
+    ``__init__`` aside): the modules of the package form no import cycle."""
+    from physiossl.codedeps import imports_of
+
+    modules = []
+    for path in (REPO / "src" / "physiossl").rglob("*.py"):
+        parts = list(path.relative_to(REPO / "src").with_suffix("").parts)
+        modules.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    graph = {m: {n for n in imports_of(m) if n != m and not m.startswith(n + ".")} for m in modules}
+    state: dict[str, int] = {}            # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for other in sorted(graph.get(module, ())):
+            assert state.get(other) != 1, "import cycle: " + " -> ".join(path[path.index(other):] + [module, other])
+            if other not in state:
+                visit(other, path + [other])
+        state[module] = 2
+
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [module])
