@@ -138,7 +138,7 @@ def test_code_inputs_are_import_closures():
     pretrain = closure("physiossl.stages.pretrain", METHODS["simclr"].module, ENCODERS["xresnet1d50"].module)
     assert {"physiossl.methods.base", "physiossl.losses.nt_xent", "physiossl.augment.ecg"} <= pretrain
     assert "physiossl.methods.byol" not in pretrain and "physiossl.models.cpc" not in pretrain
-    files = code_files("physiossl.stages.report", root=REPO)
+    files = code_files("physiossl.stages.report")
     assert "src/physiossl/report/sleep.py" in files and "src/physiossl/__init__.py" in files
 
 

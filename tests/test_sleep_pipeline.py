@@ -368,12 +368,13 @@ def test_unlabeled_side_leaves_the_labeled_training_untouched(tiny_stores, tmp_p
     iterated every epoch) is exactly supervised-only training of the same seed."""
     import torch
 
-    from physiossl.stages import sleep
+    from physiossl.variants import VARIANTS
 
     config = tiny_sleep_config()
     reference = _train(config, "supervised", "none", tiny_stores, tmp_path / "supervised.json")
     calls = []
-    monkeypatch.setattr(sleep.SleepStaging, "_unlabeled_losses", lambda self, xu, z_l, y: calls.append(xu.shape) or {})
+    monkeypatch.setattr(VARIANTS.load(variant), "unlabeled_losses",
+                        lambda self, training, xu, z_l, y: calls.append(xu.shape) or {})
     paired = _train(config, variant, "in", tiny_stores, tmp_path / f"{variant}.json")
     assert len(calls) == paired["steps"] > 0
     for key in ("test", "val", "best_epoch", "steps"):

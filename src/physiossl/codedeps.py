@@ -3,8 +3,9 @@ so a change to a module reruns exactly the jobs that run it.
 
 What counts (docs/architecture.md, "Code inputs"):
 
-1. the job's entry module: the stage module that its ``physiossl`` subcommand runs (``physiossl.cli`` itself is the
-   dispatcher and counts for no job: it only parses arguments and calls the stage);
+1. the job's entry module: the stage module that its ``physiossl`` subcommand runs, and what the dispatcher
+   ``physiossl.cli`` imports at its top (every command runs that: the config loader and its checks);
+   ``physiossl.cli`` itself counts for no job (it parses arguments and calls the stage);
 2. the plugins the job loads by name from a registry (:mod:`physiossl.registry`): its method, encoder, source,
    sleep model or sleep-staging variant, given as module names;
 3. every ``physiossl`` module that a counted module imports, by any ``import`` statement, at the top or inside a
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import ast
 import functools
-from pathlib import Path
 
 from .registry import ROOT, module_path
 
@@ -33,15 +33,20 @@ def _parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+DISPATCHER = f"{PACKAGE}.cli"
+
+
 @functools.cache
-def imports_of(module: str) -> frozenset[str]:
-    """The ``physiossl`` modules (and their packages) that ``module``'s source imports anywhere."""
+def imports_of(module: str, top_level_only: bool = False) -> frozenset[str]:
+    """The ``physiossl`` modules (and their packages) that ``module``'s source imports anywhere (at its top only,
+    with ``top_level_only``)."""
     path = module_path(module)
     if path is None:
         raise ValueError(f"no source file for module {module!r}")
     is_package = path.name == "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -77,19 +82,14 @@ def closure(*modules: str) -> frozenset[str]:
     return frozenset(seen)
 
 
-def code_files(*modules: str, root: Path | None = None) -> list[str]:
-    """The source files of :func:`closure` of ``modules``, relative to ``root`` (default: the current directory, the
-    project root when Snakemake calls it), sorted."""
-    return list(_code_files(modules, (Path.cwd() if root is None else Path(root)).resolve()))
+def code_files(*modules: str) -> list[str]:
+    """The source files of :func:`closure` of ``modules`` as the project sees them, ``src/physiossl/...`` relative
+    to the project folder (where Snakemake runs), sorted."""
+    return list(_code_files(modules))
 
 
 @functools.cache
-def _code_files(modules: tuple[str, ...], root: Path) -> tuple[str, ...]:
-    return tuple(sorted(str(_relative(module_path(m).resolve(), root)) for m in closure(*modules)))
-
-
-def _relative(path: Path, root: Path) -> Path:
-    try:
-        return path.relative_to(root)
-    except ValueError:
-        return path
+def _code_files(modules: tuple[str, ...]) -> tuple[str, ...]:
+    every_command = sorted(imports_of(DISPATCHER, top_level_only=True))
+    return tuple(sorted(f"src/{module_path(m).relative_to(ROOT.parent).as_posix()}"
+                        for m in closure(*every_command, *modules)))
