@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 
-from ..registry import EMPTY, Registry
+from ..registry import Registry
 
 SOURCES = Registry("source", "physiossl.data.ecg.sources", "physiossl.data.sleep.sources", label="dataset source")
 register = SOURCES.register
@@ -63,5 +63,5 @@ def demo_options(name: str) -> list[str]:
     return [p for p in function_params(SOURCES[name].module, "demo") if p not in DEMO_FIXED]
 
 
-__all__ = ["DEMO_FIXED", "EMPTY", "SOURCES", "Source", "available", "demo_options", "get_source", "register",
+__all__ = ["DEMO_FIXED", "SOURCES", "Source", "available", "demo_options", "get_source", "register",
            "source_kind"]

@@ -6,7 +6,6 @@ and :mod:`physiossl.data.sleep.store` (``physiossl.sleep/1``)."""
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import shutil
 import warnings
@@ -18,9 +17,6 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from .files import atomic_dir, atomic_file, manifest_problems, tmp_sibling, write_manifest
-
-log = logging.getLogger(__name__)
-
 
 warnings.filterwarnings("ignore", message=".*StringDType.*", category=UserWarning)
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")

@@ -1,6 +1,6 @@
 """The ECG store contract (``physiossl.ecg/1``): write, validate and open chunked Zarr v3 stores.
 
-Layout (see DESIGN.md): ``signals`` float32 (N, 12, T) zero-padded at the end, ``lengths`` int32 (N,),
+Layout (see docs/stores.md): ``signals`` float32 (N, 12, T) zero-padded at the end, ``lengths`` int32 (N,),
 ``meta/<column>`` 1-D arrays, ``labels/<set>`` uint8 (N, K) with attrs ``classes``, ``targets/<name>``
 float32 (N,), and optionally ``xref/<dataset>`` (N,) strings: the record id of the same recording in
 another dataset ('' where there is none), which the leakage guard of pretraining pools uses (CinC 2020's

@@ -1,7 +1,7 @@
 """Sleep stages: the stored 5-stage coding and the 4- and 3-class views derived from it at load time.
 
 Stores hold ``labels/stage`` int8 with W, N1, N2, N3, REM as 0..4 and -1 for unscored or unlabeled epochs
-(DESIGN.md). Models are trained on one view; every coarser view is derived from its labels and predictions:
+(docs/stores.md). Models are trained on one view; every coarser view is derived from its labels and predictions:
 4 classes (wake, light = N1 + N2, deep = N3, REM) and 3 classes (wake, NREM, REM).
 """
 

@@ -1,7 +1,7 @@
 """The sleep store contract (``physiossl.sleep/1``): write, validate and open chunked Zarr v3 stores of
 per-epoch audio features with sleep stages and event coverage.
 
-Layout (a public format; DESIGN.md). E epochs of 30 s from ``n_nights`` nights, night after night:
+Layout (a public format; docs/stores.md). E epochs of 30 s from ``n_nights`` nights, night after night:
 
 - attrs: ``schema: "physiossl.sleep/1"``, ``dataset``, ``source_version``, ``audio_fs``, ``epoch_s: 30``,
   ``feature`` (:func:`physiossl.data.sleep.features.feature_attrs`: ``type: "log-mel"``, ``scale: "dB"``, the
