@@ -22,6 +22,7 @@ from helpers import copy_tree, leftovers, read_quarantine
 from physiossl.data import checks
 from physiossl.data.convert import ConversionError
 from physiossl.data.ecg import synth
+from physiossl.data.ecg.sources import _code as code_format
 from physiossl.data.ecg.sources import chapman, cinc2020, code15, codetest, ptbxl
 from physiossl.data.ecg.sources._challenge import read_challenge_record
 from physiossl.data.ecg.store import open_store
@@ -202,7 +203,7 @@ def _code15_exam_id(raw: Path) -> None:
 
 
 def _zero_lead_in_span(x: np.ndarray, lead: int = 6) -> None:
-    start, stop = code15.valid_spans(x[None])
+    start, stop = code_format.valid_spans(x[None])
     x[int(start[0]):int(stop[0]), lead] = 0.0
 
 

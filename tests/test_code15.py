@@ -20,6 +20,7 @@ from scipy.signal import resample_poly
 from helpers import read_quarantine
 from physiossl.cli import main
 from physiossl.data.convert import ConversionError
+from physiossl.data.ecg.sources import _code as code_format
 from physiossl.data.ecg.sources import code15, codetest
 from physiossl.data.ecg.store import open_store, read_labels, read_meta
 from physiossl.data.fetch import DownloadError
@@ -86,7 +87,7 @@ def synthetic_code_tracings(n: int, seed: int = 0) -> np.ndarray:
     """(n, 4096, 12) CODE-layout tracings, quickly: 24 synth.py records (7-10 s, centred padding) reused with
     random gains."""
     rng = np.random.default_rng(seed)
-    bases, _ = code15.demo_tracings(rng, 24)
+    bases, _ = code_format.demo_tracings(rng, 24)
     gains = rng.uniform(0.8, 1.25, n).astype(np.float32)
     return bases[np.arange(n) % len(bases)] * gains[:, None, None]
 
@@ -238,15 +239,15 @@ def test_infer_amplitude_scale_units(code15_tree):
     tracings = read_parts(code15_tree)["exams_part0.hdf5"][0]
     expected = {1.0: 1.0, 10.0: 0.1, 1000.0: 1e-3, 1e-3: 1e3}   # mV, 1e-4 V, uV, V
     for scale, factor in expected.items():
-        decision = code15.infer_amplitude_scale(tracings * np.float32(scale))
+        decision = code_format.infer_amplitude_scale(tracings * np.float32(scale))
         assert decision["factor"] == pytest.approx(factor)
         assert 0.5 < decision["median_qrs_p2p_mV"] < 4.7
-    assert code15.infer_amplitude_scale(tracings)["raw_unit"] == "mV"
-    assert code15.infer_amplitude_scale(tracings * 10)["raw_unit"] == "1e-4 V"
+    assert code_format.infer_amplitude_scale(tracings)["raw_unit"] == "mV"
+    assert code_format.infer_amplitude_scale(tracings * 10)["raw_unit"] == "1e-4 V"
     store_layout = np.ascontiguousarray(tracings.transpose(0, 2, 1))
-    assert code15.infer_amplitude_scale(store_layout, channel_axis=1)["factor"] == 1.0
+    assert code_format.infer_amplitude_scale(store_layout, channel_axis=1)["factor"] == 1.0
     with pytest.raises(ValueError):
-        code15.infer_amplitude_scale(np.zeros((3, 4096, 12), np.float32))
+        code_format.infer_amplitude_scale(np.zeros((3, 4096, 12), np.float32))
 
 
 def test_code15_1e4_volt_units_are_detected_and_stored_in_mv(code15_tree, code15_store, tmp_path):
@@ -330,9 +331,9 @@ def test_code15_changed_file_fails_against_sha256sums(code15_tree, tmp_path):
 def test_limb_lead_check(code15_tree, tmp_path):
     tracings = read_parts(code15_tree)["exams_part0.hdf5"][0][:20]
     spans = [x[np.any(x != 0, axis=1)] for x in tracings]
-    assert code15.check_limb_leads(spans)["consistent"]
+    assert code_format.check_limb_leads(spans)["consistent"]
     swapped = [x[:, [0, 1, 2, 4, 5, 3]] for x in spans]                 # aVL, aVF, aVR order
-    result = code15.check_limb_leads(swapped)
+    result = code_format.check_limb_leads(swapped)
     assert result["contradiction"] and not result["consistent"]
     raw = editable_copy(code15_tree, tmp_path / "raw")
     order = [0, 1, 2, 4, 5, 3, 6, 7, 8, 9, 10, 11]

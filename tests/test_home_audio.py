@@ -13,7 +13,8 @@ import soundfile
 from helpers import copy_tree, leftovers, read_quarantine
 from physiossl.data.convert import ConversionError
 from physiossl.data.fetch import DownloadError
-from physiossl.data.sleep.features import epoch_features, read_audio_file, resample_audio
+from physiossl.data.resample import resample
+from physiossl.data.sleep.features import epoch_features, read_audio_file
 from physiossl.data.sleep.sources import home_audio, psg_audio
 from physiossl.data.sleep.store import open_sleep_store
 from physiossl.data.sources import source_kind
@@ -75,7 +76,7 @@ def test_store_features_equal_the_definition(demo, demo_store):
     offsets = root["nights/offsets"][:]
     for k, (night, path) in enumerate(sorted(recordings(demo).items())):
         x, fs = read_audio_file(path)
-        expected = epoch_features(resample_audio(x.mean(axis=1), fs, 2000), FEATURES)
+        expected = epoch_features(resample(x.mean(axis=1).astype(np.float32), fs, 2000), FEATURES)
         got = root["features"][offsets[k]:offsets[k + 1]].astype(np.float32)
         np.testing.assert_allclose(got, expected, atol=0.05, rtol=2e-3, err_msg=night)
 
@@ -95,7 +96,8 @@ def test_channel_selection(demo, tmp_path):
     assert all("channel(s) [1] requested but" in r and "has 1 channel(s)" in r for r in quarantine.values())
     x, fs = read_audio_file(files[stereo[0]])
     np.testing.assert_allclose(root["features"][:].astype(np.float32),
-                               epoch_features(resample_audio(x[:, 1], fs, 2000), FEATURES), atol=0.05, rtol=2e-3)
+                               epoch_features(resample(x[:, 1].astype(np.float32), fs, 2000), FEATURES),
+                               atol=0.05, rtol=2e-3)
 
 
 def test_quarantine_of_corrupt_short_and_non_finite_files(demo_copy, demo, tmp_path):

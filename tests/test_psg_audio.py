@@ -18,7 +18,8 @@ import pytest
 from helpers import copy_tree, leftovers, read_quarantine, sha256
 from physiossl.data.convert import ConversionError
 from physiossl.data.fetch import DownloadError
-from physiossl.data.sleep.features import epoch_features, mix_channels, resample_audio
+from physiossl.data.resample import resample
+from physiossl.data.sleep.features import epoch_features, mix_channels
 from physiossl.data.sleep.sources import psg_audio
 from physiossl.data.sleep.store import open_sleep_store
 from physiossl.data.sources import source_kind
@@ -117,7 +118,7 @@ def test_sleep_edf_psg_through_the_edf_reader(fixtures):
     assert fs == 100.0 and x.dtype == np.float32
     np.testing.assert_allclose(x, expected, rtol=1e-6, atol=1e-4)
     y, _ = psg_audio.read_edf_channel(path, "eeg fpz-cz", fs_out=50)         # label matched without case
-    np.testing.assert_allclose(y, resample_audio(expected, 100, 50), atol=1e-3)
+    np.testing.assert_allclose(y, resample(np.asarray(expected, np.float32), 100, 50), atol=1e-3)
     with pytest.raises(ValueError, match="channel 'Mic' missing in short_psg.edf"):
         psg_audio.read_edf_channel(path, "Mic")
 
@@ -155,23 +156,6 @@ def test_sleep_edf_recording_converts_as_a_psg_audio_night(fixtures, tmp_path):
         reader.close()
     np.testing.assert_allclose(root["features"][:].astype(np.float32), epoch_features(eeg, features),
                                atol=0.05, rtol=2e-3)
-
-
-@pytest.mark.parametrize("fs_in, fs_out, n", [(48000, 2000, 48000 * 5 + 17), (44100, 8000, 44100 * 3 + 5),
-                                              (4000, 8000, 4000 * 4 + 3), (2000, 2000, 9001)])
-def test_resample_blocks_equals_resampling_at_once(fs_in, fs_out, n):
-    x = np.random.default_rng(0).standard_normal(n)
-    reads = []
-
-    def read(start, count):
-        reads.append(count)
-        return x[start:start + count]
-
-    y = psg_audio.resample_blocks(read, n, fs_in, fs_out, block_s=1)
-    expected = resample_audio(x, fs_in, fs_out)
-    assert y.dtype == np.float32 and len(y) == len(expected)
-    np.testing.assert_allclose(y, expected, atol=2e-5)
-    assert max(reads) < n                                            # never the whole signal at once
 
 
 # --------------------------------------------------------------------------------------------- demo
@@ -263,7 +247,7 @@ def test_store_features_equal_the_definition(demo, demo_store):
     for part in sorted((raw / "APNEA_EDF" / night).iterdir()):
         reader = pyedflib.EdfReader(str(part))
         try:
-            signals.append(resample_audio(reader.readSignal(0), psg_audio.DEMO_FS, 2000))
+            signals.append(resample(reader.readSignal(0).astype(np.float32), psg_audio.DEMO_FS, 2000))
         finally:
             reader.close()
     expected = epoch_features(np.concatenate(signals), FEATURES)

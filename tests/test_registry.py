@@ -142,6 +142,28 @@ def test_code_inputs_are_import_closures():
     assert "src/physiossl/report/sleep.py" in files and "src/physiossl/__init__.py" in files
 
 
+def test_remembered_imports_are_those_parsed_and_keyed_by_source(tmp_path, monkeypatch):
+    from physiossl import codedeps
+
+    modules = ["physiossl.stages.report", "physiossl.data.ecg.sources.code15", "physiossl.stages.sleep"]
+    parsed = {m: codedeps.imports_of.__wrapped__(m) for m in modules}            # cold: parses every module
+    cache = codedeps.ImportCache(tmp_path / "imports.json")
+    monkeypatch.setattr(codedeps, "CACHE", cache)
+    assert {m: codedeps.imports_of.__wrapped__(m) for m in modules} == parsed
+    assert cache.new == len(modules)
+    cache.save()
+    warm = codedeps.ImportCache(tmp_path / "imports.json")
+    monkeypatch.setattr(codedeps, "CACHE", warm)
+    monkeypatch.setattr(codedeps, "_parse_imports", lambda *a: pytest.fail("parsed although remembered"))
+    assert {m: codedeps.imports_of.__wrapped__(m) for m in modules} == parsed and warm.new == 0
+    # another source (an edit) or another file list (a new module) is another key: parsed again
+    monkeypatch.setattr(codedeps, "_tree_listing", lambda: "a different tree")
+    with pytest.raises(pytest.fail.Exception, match="parsed although remembered"):
+        codedeps.imports_of.__wrapped__(modules[0])
+    (tmp_path / "imports.json").write_text("{not json")                          # a damaged cache: parse again
+    assert codedeps.ImportCache(tmp_path / "imports.json").get("anything") is None
+
+
 def test_a_built_wheel_validates_configs_outside_the_checkout(tmp_path):
     """`pip install .` (not editable): the wheel carries the schema, and check-config works from it with the checkout
     out of reach (its import path and working directory elsewhere)."""

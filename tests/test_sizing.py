@@ -184,10 +184,10 @@ def test_demo_command_passes_the_config_options(tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------- streaming demos
 def test_streamed_code15_and_codetest_demos_hold_the_drawn_tracings(tmp_path):
-    from physiossl.data.ecg.sources import code15, codetest
+    from physiossl.data.ecg.sources import _code, code15, codetest
 
-    expected, specs = code15.demo_tracings(np.random.default_rng(4), 9)
-    streamed = list(code15.iter_demo_tracings(np.random.default_rng(4), 9))
+    expected, specs = _code.demo_tracings(np.random.default_rng(4), 9)
+    streamed = list(_code.iter_demo_tracings(np.random.default_rng(4), 9))
     assert all(np.array_equal(rec, expected[i]) and spec == specs[i] for i, (rec, spec) in enumerate(streamed))
     raw = codetest.demo(tmp_path / "codetest", n_records=9, seed=4)
     with h5py.File(raw / "ecg_tracings.hdf5") as fh:

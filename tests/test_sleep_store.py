@@ -27,7 +27,6 @@ from physiossl.data.sleep.features import (
     mel_filterbank,
     mix_channels,
     read_audio_file,
-    resample_audio,
 )
 from physiossl.data.sleep.loading import (
     SequenceDataset,
@@ -157,30 +156,6 @@ def test_epoch_features_drop_partial_epoch_and_reject_stereo():
     with pytest.raises(AudioError, match="mono"):
         epoch_features(np.zeros((30 * fs, 2), np.float32), TINY)
     assert mel_filterbank(8000, 256, 48, 30.0, 3900.0) is mel_filterbank(8000, 256, 48, 30.0, 3900.0)
-
-
-def _peak_hz(x, fs):
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return np.fft.rfftfreq(len(x), 1 / fs)[spectrum.argmax()]
-
-
-@pytest.mark.parametrize("fs_in, fs_out", [(48000, 8000), (44100, 8000), (8000, 16000)])
-def test_resample_keeps_tone_frequency(fs_in, fs_out):
-    t = np.arange(2 * fs_in) / fs_in
-    x = np.sin(2 * np.pi * 440.0 * t)
-    y = resample_audio(x, fs_in, fs_out)
-    assert y.dtype == np.float32
-    assert abs(len(y) - len(x) * fs_out / fs_in) <= 1
-    assert abs(_peak_hz(y, fs_out) - 440.0) <= 1.0
-    stereo = resample_audio(np.stack([x, x], axis=1), float(fs_in), fs_out)
-    assert stereo.shape == (len(y), 2)
-
-
-def test_resample_identity_and_odd_ratio():
-    x = np.arange(10, dtype=np.float64)
-    np.testing.assert_array_equal(resample_audio(x, 8000.0, 8000), x.astype(np.float32))
-    with pytest.raises(AudioError, match="ratio"):
-        resample_audio(x, 47999.37, 8000)
 
 
 def test_mix_channels():

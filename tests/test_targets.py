@@ -18,7 +18,13 @@ from physiossl.data.ecg.loading import SignalCache
 from physiossl.data.ecg.sources import chapman, ptbxl
 from physiossl.data.ecg.store import EcgStoreWriter, open_store, read_labels, read_meta
 from physiossl.data.ecg.targets import HEART_RATE_METHOD, REASONS, heart_rate
+from physiossl.data.resample import resample
 from physiossl.data.store import StoreError
+
+
+def _at_detection_rate(lead, fs):
+    return resample(lead.astype(np.float64), fs, targets.DETECT_FS, dtype=None)
+
 
 CHAPMAN_RECORD = "MUSE_20180111_155115_19000"
 
@@ -187,7 +193,7 @@ def test_beats_before_and_at_a_premature_beat_are_kept(fs):
         value, why = heart_rate(y, fs)
         assert why is None and abs(value - truth) <= 0.1 * truth, (seed, value, truth)
         errors.append(abs(value - truth))
-        lead = targets._detect(targets._resample(y[targets.LEADS.index("V2")].astype(np.float64), fs))
+        lead = targets._detect(_at_detection_rate(y[targets.LEADS.index("V2")], fs))
         assert _rate(targets._drop_short_intervals(lead)) < truth - 5   # what the rule without confirmation gives
     assert (np.asarray(errors) <= 1.0).sum() >= 7, errors
 
@@ -202,7 +208,7 @@ def test_t_wave_double_detections_are_still_dropped():
         t = np.arange(x.shape[1]) / synth.FS
         x[targets.LEADS.index("II")] += 1.6 * sum(np.exp(-0.5 * ((t - b - 0.25) / 0.04) ** 2) for b in beats)
         y = decimate(x, 5, axis=1, zero_phase=True).astype(np.float32)
-        doubled += len(targets._detect(targets._resample(y[targets.LEADS.index("II")].astype(np.float64), 100))) > 18
+        doubled += len(targets._detect(_at_detection_rate(y[targets.LEADS.index("II")], 100))) > 18
         value, why = heart_rate(y, 100)
         assert why is None and value == pytest.approx(75.0, abs=0.5), (seed, value)
     assert doubled >= 4   # the records do provoke double detections
@@ -338,6 +344,17 @@ def test_writer_derives_heart_rate(tmp_path, caplog):
     check_attrs(a)
 
 
+def test_writer_without_derivation_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(targets, "heart_rate", lambda *a: pytest.fail("derived although asked not to"))
+    with EcgStoreWriter.open(tmp_path / "a.zarr", capacity=4, n_samples=1000, fs=100, derive_targets=False) as w:
+        _append_demo(w, 4)
+        _finish(w)
+    a = open_store(tmp_path / "a.zarr")
+    assert np.isnan(a["targets/heart_rate"][:]).all()
+    assert a.attrs["targets"]["heart_rate"] == {"units": "bpm", "n_valid": 0, "method": "not derived",
+                                                "nan_reasons": {"not derived": 4}}
+
+
 def test_writer_errors(tmp_path):
     with pytest.raises(StoreError, match="positive"):
         with EcgStoreWriter.open(tmp_path / "a.zarr", capacity=1, n_samples=1000, fs=0):
@@ -382,3 +399,57 @@ def test_worker_processes_give_the_same_rates_in_the_same_order(tmp_path, monkey
         with EcgStoreWriter.open(tmp_path / "w0.zarr", capacity=1, n_samples=1000, fs=100, workers=0):
             pass
     assert not (tmp_path / "w0.zarr").exists()
+
+
+# --------------------------------------------------------------------------------------------- peak search
+@pytest.mark.parametrize("radius", [1, 2, 5, 20, 37])
+def test_local_peaks_equals_wfdb_find_local_peaks(radius):
+    from wfdb.processing import find_local_peaks
+
+    rng = np.random.default_rng(radius)
+    signals = [rng.standard_normal(2000), np.round(rng.standard_normal(2000), 1),      # many ties and plateaus
+               np.repeat(rng.standard_normal(100), 7), np.zeros(50), np.ones(radius + 1), rng.standard_normal(radius),
+               np.sin(np.arange(3000) / 9.0), np.convolve(rng.standard_normal(4000), np.ones(radius), "same")]
+    for x in signals:
+        try:
+            expected = find_local_peaks(x, radius)
+        except (IndexError, ValueError) as exc:
+            with pytest.raises(type(exc)):
+                targets.local_peaks(x, radius)
+            continue
+        got = targets.local_peaks(x, radius)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), (radius, len(x))
+
+
+def _fixture_records(fixtures):
+    """Every ECG fixture record as (name, (12, t) mV, fs): PTB-XL at 100 and 500 Hz, Chapman (CSV and WFDB), CinC."""
+    from physiossl.data.ecg.sources._challenge import read_challenge_record
+
+    for folder, suffix, fs in (("records100", "lr", 100), ("records500", "hr", 500)):
+        for hea in sorted((fixtures / "ptbxl" / folder / "00000").glob(f"*_{suffix}.hea")):
+            yield hea.name, ptbxl.read_record(hea.with_suffix(""), fs), fs
+    csv = fixtures / "chapman" / "ECGDataDenoised" / f"{CHAPMAN_RECORD}.csv"
+    yield CHAPMAN_RECORD, chapman.read_csv_record(csv), 500
+    for hea in [*(fixtures / "chapman").rglob("*.hea"), *(fixtures / "cinc2021").glob("*.hea")]:
+        record = read_challenge_record(hea)
+        yield hea.name, record.signal, record.fs
+
+
+def test_heart_rates_are_those_of_wfdbs_own_peak_search(fixtures, monkeypatch):
+    """The vectorised peak search changes no decision: every fixture record and 40 demo records (100 and 500 Hz,
+    every rhythm the demo draws) get the same rate and the same reason as with wfdb's loop."""
+    import contextlib
+
+    rng = np.random.default_rng(11)
+    records = list(_fixture_records(fixtures))
+    for k in range(40):
+        signal = synth.synthesize(synth.sample_spec(rng), rng, fs=500)
+        records.append((f"demo {k}", signal, 500))
+        records.append((f"demo {k} at 100 Hz", resample(signal, 500, 100, axis=1), 100))
+    assert len(records) == 9 + 80                          # 6 PTB-XL, 2 Chapman, 1 CinC; 80 demo
+    fast = [heart_rate(np.asarray(x, np.float32), fs) for _, x, fs in records]
+    monkeypatch.setattr(targets, "_vectorised_peak_search", contextlib.nullcontext)
+    slow = [heart_rate(np.asarray(x, np.float32), fs) for _, x, fs in records]
+    for (name, _, _), (a, why_a), (b, why_b) in zip(records, fast, slow):
+        assert why_a == why_b and (a == b or (np.isnan(a) and np.isnan(b))), (name, a, why_a, b, why_b)
+    assert sum(np.isfinite(a) for a, _ in fast) >= 60

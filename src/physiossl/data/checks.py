@@ -5,7 +5,7 @@ Every source runs the same checks on what it reads, so the same defect ends the 
 
 - **quarantine**: the record (night) is left out and listed in ``<store>.quarantine.csv`` with a reason that
   names the defect class (``"flat lead: ..."``); the quarantine counts against ``max_quarantine_fraction``
-  (:func:`physiossl.data.sources.settle_quarantine`), so a tree with many defective records is refused as a whole;
+  (:class:`physiossl.data.convert.Conversion`), so a tree with many defective records is refused as a whole;
 - **refuse**: :class:`~physiossl.data.sources.ConversionError` naming the file, the problem and what to do; no
   store is written.
 

@@ -46,6 +46,7 @@ SHARD_RECORDS = 1024    # records per shard file: the unit of a writer
 
 
 DERIVED_TARGETS = ("heart_rate",)   # computed by the writer from the signals; a source may not pass them
+NOT_DERIVED = "not derived"         # the reason of every heart rate of a store written with derive_targets=False
 
 
 class EcgStoreWriter:
@@ -58,13 +59,15 @@ class EcgStoreWriter:
     many processes (the R-peak detector is pure Python, so threads would not help).
     """
 
-    def __init__(self, root: zarr.Group, capacity: int, n_samples: int, fs: float, workers: int = 1):
+    def __init__(self, root: zarr.Group, capacity: int, n_samples: int, fs: float, workers: int = 1,
+                 derive_targets: bool = True):
         self.root = root
         self.n_samples = n_samples
         self.fs = _positive_fs(fs)
         if workers < 1:
             raise StoreError(f"workers must be at least 1, got {workers}")
         self.workers = int(workers)
+        self.derive_targets = bool(derive_targets)
         self._pool: ProcessPoolExecutor | None = None
         self.signals = create_array(
             root, "signals", shape=(capacity, len(LEADS), n_samples), dtype="float32",
@@ -88,13 +91,14 @@ class EcgStoreWriter:
 
     @classmethod
     @contextmanager
-    def open(cls, path: Path, capacity: int, n_samples: int, fs: float,
-             workers: int = 1) -> Iterator["EcgStoreWriter"]:
+    def open(cls, path: Path, capacity: int, n_samples: int, fs: float, workers: int = 1,
+             derive_targets: bool = True) -> Iterator["EcgStoreWriter"]:
         """A writer for at most ``capacity`` records of at most ``n_samples`` samples at ``fs`` Hz, deriving the
-        heart rates in ``workers`` processes."""
+        heart rates in ``workers`` processes. ``derive_targets=False`` (for stores whose heart rates nobody reads,
+        such as a benchmark's) stores every heart rate as NaN with the reason ``"not derived"``, said in the attrs."""
         with store_dir(Path(path)) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            writer = cls(root, max(capacity, 1), n_samples, fs, workers)
+            writer = cls(root, max(capacity, 1), n_samples, fs, workers, derive_targets)
             try:
                 yield writer
             finally:
@@ -154,7 +158,9 @@ class EcgStoreWriter:
 
         lengths = self.lengths[self._written:self._written + self._buffered]
         signals = [self._buffer[i, :, :t] for i, t in enumerate(lengths)]
-        if self.workers > 1:
+        if not self.derive_targets:
+            results = [(float("nan"), NOT_DERIVED)] * len(signals)
+        elif self.workers > 1:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
             chunk = max(1, len(signals) // (4 * self.workers))
@@ -239,7 +245,8 @@ class EcgStoreWriter:
             "provenance": provenance,
             "created_with": f"physiossl {__version__}",
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "targets": {"heart_rate": {"units": "bpm", "method": HEART_RATE_METHOD, "n_valid": n_valid,
+            "targets": {"heart_rate": {"units": "bpm", "n_valid": n_valid,
+                                       "method": HEART_RATE_METHOD if self.derive_targets else NOT_DERIVED,
                                        "nan_reasons": reasons}},
             **(extra_attrs or {}),
         })

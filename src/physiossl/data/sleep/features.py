@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from fractions import Fraction
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -141,29 +140,6 @@ def _hann(win: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- signals
-def resample_audio(x: np.ndarray, fs_in: float, fs_out: int, max_denominator: int = 1000) -> np.ndarray:
-    """Resample along axis 0 from ``fs_in`` to ``fs_out`` Hz with a polyphase filter; float32.
-
-    The rate ratio must be a fraction up/down with a denominator of at most ``max_denominator`` (to
-    within 1 ppm), e.g. 48 kHz → 8 kHz = 1/6, 44.1 kHz → 8 kHz = 80/441.
-    """
-    import scipy.signal
-
-    x = np.asarray(x)
-    fs_in, fs_out = float(fs_in), float(fs_out)
-    if not (np.isfinite(fs_in) and fs_in > 0 and np.isfinite(fs_out) and fs_out > 0):
-        raise AudioError(f"sampling rates must be positive, got {fs_in} Hz → {fs_out} Hz")
-    if fs_in == fs_out:
-        return x.astype(np.float32, copy=False)
-    exact = fs_out / fs_in
-    ratio = Fraction(exact).limit_denominator(max_denominator)
-    if abs(float(ratio) - exact) > 1e-6 * exact:
-        raise AudioError(f"cannot resample {fs_in:g} Hz to {fs_out:g} Hz: the ratio {exact:.9g} is not a fraction "
-                         f"with a denominator of at most {max_denominator}")
-    y = scipy.signal.resample_poly(x.astype(np.float32, copy=False), ratio.numerator, ratio.denominator, axis=0)
-    return y.astype(np.float32, copy=False)
-
-
 def mix_channels(channels: list[np.ndarray]) -> np.ndarray:
     """The mono mix (mean) of equal-length 1-D signals, float32."""
     if len(channels) == 0:

@@ -1,4 +1,5 @@
-"""Sleep stages: the stored 5-stage coding and the 4- and 3-class views derived from it at load time.
+"""Sleep labels: the stored 5-stage coding, the 4- and 3-class views derived from it at load time, and the
+respiratory event types.
 
 Stores hold ``labels/stage`` int8 with W, N1, N2, N3, REM as 0..4 and -1 for unscored or unlabeled epochs
 (docs/stores.md). Models are trained on one view; every coarser view is derived from its labels and predictions:
@@ -10,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 STAGES = ("W", "N1", "N2", "N3", "REM")
+#: Respiratory event types stored as ``events/<type>`` (seconds per epoch) in every sleep store: PSG-Audio's types of
+#: the families Respiratory and Nasal; stores of unlabeled recordings hold them as zeros, so stores can be pooled
+EVENT_TYPES = ("ObstructiveApnea", "CentralApnea", "MixedApnea", "Hypopnea", "Snore")
 UNSCORED = -1
 VIEWS = {
     5: STAGES,

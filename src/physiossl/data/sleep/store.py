@@ -44,7 +44,7 @@ import zarr
 
 from ... import __version__
 from ..store import StoreError, check_files, create_array, quarantine_path, reading, store_dir, write_quarantine
-from .features import FEATURE_KEYS, check_features, feature_attrs, features_from_attrs
+from .features import EPOCH_S, FEATURE_KEYS, check_features, feature_attrs, features_from_attrs
 from .stages import STAGES, UNSCORED
 
 __all__ = ["SLEEP_SCHEMA", "EPOCH_S", "CHUNK_EPOCHS", "SHARD_EPOCHS", "SleepStoreWriter", "validate_sleep_store",
@@ -53,7 +53,6 @@ __all__ = ["SLEEP_SCHEMA", "EPOCH_S", "CHUNK_EPOCHS", "SHARD_EPOCHS", "SleepStor
 log = logging.getLogger(__name__)
 
 SLEEP_SCHEMA = "physiossl.sleep/1"
-EPOCH_S = 30
 CHUNK_EPOCHS = 64       # epochs per chunk: the unit of a block read
 SHARD_EPOCHS = 256      # epochs per shard file: the unit of a write (37 MB of features at the published settings)
 FEATURE_DTYPE = np.float16

@@ -59,19 +59,18 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from ... import checks, hosts
-from ...convert import ConversionError, float_or_none, settle_quarantine
+from ...convert import Conversion, ConversionError, UniqueIds, float_or_none
 from ...fetch import CorruptArchiveError, DownloadError, fetch_archive_tree, safe_extract_zip
 from ...files import atomic_dir, sha256_file
+from ...resample import resample
 from ...sources import register
 from .. import LEADS, synth
 from ..store import EcgStoreWriter
@@ -529,13 +528,6 @@ def detect_layout(raw_dir: Path) -> str:
                           f"WFDB release (WFDBRecords/)")
 
 
-def _resampler(native: float, fs: int) -> Callable[[np.ndarray], np.ndarray] | None:
-    if float(native) == float(fs):
-        return None
-    ratio = Fraction(int(fs), int(round(native))).limit_denominator(1000)
-    return lambda x: resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
-
-
 @register("chapman")
 def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: float = 0.01,
             norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True, layout: str = "auto",
@@ -570,35 +562,26 @@ def _write(candidates: list[_Candidate], raw_dir: Path, out: Path, fs: int, labe
            workers: int) -> dict:
     n_samples = int(math.ceil(10 * fs))
     norm_folds = set(int(f) for f in norm_folds)
-    quarantine: list[tuple[str, str]] = []
-    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs,
-                             workers=workers) as writer:
-        for cand in tqdm(candidates, desc=f"chapman → {out.name}", unit="rec", disable=not progress):
-            try:
+    conversion = Conversion(raw_dir, out, len(candidates), max_fraction=max_quarantine_fraction, desc=NAME,
+                            progress=progress)
+    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs, workers=workers) as writer:
+        for cand in conversion.track(candidates):
+            with conversion.record(cand.record_id):
                 if cand.error:
                     raise ValueError(cand.error)
                 signal, native = cand.load()
-                resample = _resampler(native, fs)
-                if resample is not None:
-                    signal = resample(signal)
-                signal = np.asarray(signal, dtype=np.float32)
+                signal = resample(np.asarray(signal), native, fs, axis=1)
                 if signal.ndim != 2 or signal.shape[0] != len(LEADS):
                     raise ValueError(f"signal of shape {signal.shape}, expected (12, T)")
                 if signal.shape[1] > n_samples:
                     raise ValueError(f"{signal.shape[1]} samples at {fs} Hz, longer than 10 s")
                 if signal.shape[1] == 0:
                     raise ValueError("no samples")
-            except (ValueError, OSError) as exc:
-                quarantine.append((cand.record_id, str(exc)))
-                continue
-            writer.append(signal, meta=cand.meta, labels=cand.labels, targets=cand.targets,
-                          norm=cand.meta["fold"] in norm_folds)
-        settle_quarantine(raw_dir, out, quarantine, len(candidates), max_quarantine_fraction)
-        writer.finish(dataset=NAME, source_version=version, label_sets=label_sets, provenance=provenance,
-                      norm_folds=sorted(norm_folds))
-    summary = {"records": writer.n_records, "quarantined": len(quarantine), "fs": fs, "store": str(out)}
-    log.info("converted %s", summary)
-    return summary
+                writer.append(signal, meta=cand.meta, labels=cand.labels, targets=cand.targets,
+                              norm=cand.meta["fold"] in norm_folds)
+        conversion.finish(writer.finish, dataset=NAME, source_version=version, label_sets=label_sets,
+                          provenance=provenance, norm_folds=sorted(norm_folds))
+    return conversion.summary(fs=fs)
 
 
 def _figshare_candidates(raw_dir: Path, fold_seed: int) -> tuple[list[_Candidate], dict, dict, str]:
@@ -611,21 +594,19 @@ def _figshare_candidates(raw_dir: Path, fold_seed: int) -> tuple[list[_Candidate
     label_sets = {"rhythm": rhythm_classes, "condition": condition_classes,
                   "all": sorted(set(rhythm_classes) | set(condition_classes))}
     candidates: list[_Candidate] = []
-    seen: set[str] = set()
+    ids = UniqueIds("FileName")
     for i, row in enumerate(diag.to_dict("records")):
         name = "" if pd.isna(row["FileName"]) else str(row["FileName"]).strip()
         rid = name or f"{DIAGNOSTICS} row {i + 2}"
         error, labels = None, {}
         try:
-            if rid in seen:
-                raise ValueError(f"duplicate FileName (row {i + 2} of {DIAGNOSTICS})")
+            ids.claim(rid, f"row {i + 2} of {DIAGNOSTICS}")
             if not name:
                 raise ValueError(f"missing FileName (row {i + 2} of {DIAGNOSTICS})")
             rhythm, conditions = parse_labels(row["Rhythm"], row["Beat"], rhythm_classes, condition_classes)
             labels = {"rhythm": rhythm, "condition": conditions, "all": sorted(set(rhythm) | set(conditions))}
         except ValueError as exc:
             error = str(exc)
-        seen.add(rid)
         gender = str(row["Gender"]).strip().upper() if isinstance(row["Gender"], str) else ""
         meta = {"record_id": rid, "patient_id": rid, "fold": 0, "age": float_or_none(row["PatientAge"]),
                 "sex": _SEX.get(gender, ""), "source": NAME}
@@ -738,13 +719,14 @@ def _wfdb_candidates(raw_dir: Path, fold_seed: int, progress: bool) -> tuple[lis
         return signal, float(record.fs)
 
     candidates: list[_Candidate] = []
-    seen: set[str] = set()
+    ids = UniqueIds("record name")
     for hea in headers:
         rid = hea.stem
-        error = (f"duplicate record name (also at another path; this one: {hea.relative_to(raw_dir)})"
-                 if rid in seen else None)
-        error = error or not_snomed.get(str(hea))
-        seen.add(rid)
+        try:
+            ids.claim(rid, hea.relative_to(raw_dir).as_posix())
+            error = not_snomed.get(str(hea))
+        except ValueError as exc:
+            error = str(exc)
         meta = {"record_id": rid, "patient_id": rid, "fold": 0, "age": None, "sex": "", "source": NAME}
         cand = _Candidate(rid, None, meta, split([] if error else dx_of[str(hea)]), {}, error)
         cand.load = (lambda h=hea, c=cand: load(h, c))

@@ -50,29 +50,25 @@ Conversion decisions (all recorded in the store attrs):
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import re
-from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.io
-from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from ... import checks
-from ...convert import ConversionError, settle_quarantine
+from ...convert import Conversion, ConversionError
 from ...fetch import download_file, fetch_archive_tree
 from ...files import atomic_dir, sha256_file
+from ...resample import rate_ratio, resample
 from ...sources import register
 from .. import LEADS, synth
 from ..store import EcgStoreWriter
 from ._challenge import read_challenge_record
-
-log = logging.getLogger(__name__)
 
 NAME = "cinc2020"
 SOURCE_VERSION = "1.0.2"
@@ -170,9 +166,7 @@ def _demo_signal(spec: synth.EcgSpec, rng: np.random.Generator, seconds: float, 
     """(12, seconds * fs) mV: 10 s synth.py segments of one spec at 500 Hz, joined, resampled to ``fs``."""
     segments = [synth.synthesize(spec, rng, fs=synth.FS) for _ in range(int(math.ceil(seconds / synth.DURATION_S)))]
     x = np.concatenate(segments, axis=1)[:, : int(round(seconds * synth.FS))].astype(np.float64)
-    if fs != synth.FS:
-        ratio = Fraction(fs, synth.FS)
-        x = resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
+    x = resample(x, synth.FS, fs, axis=1, dtype=None)
     return x[:, : int(round(seconds * fs))]
 
 
@@ -313,14 +307,6 @@ def _source_of(path: Path, base: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else base.name
 
 
-def _resampler(native: float, fs: int) -> Callable[[np.ndarray], np.ndarray] | None:
-    ratio = (Fraction(fs) / Fraction(native).limit_denominator(1000)).limit_denominator(1000)
-    if ratio == 1:
-        return None
-    up, down = ratio.numerator, ratio.denominator
-    return lambda x: resample_poly(x.astype(np.float64), up, down, axis=1).astype(np.float32)
-
-
 @register("cinc2020")
 def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: float = 0.01,
             norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True,
@@ -341,66 +327,58 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     if n_total == 0:
         raise ConversionError(f"{raw_dir}: no challenge records (*.hea + *.mat) found under {base}")
     n_samples = int(round(max_seconds * fs))
-    quarantine: list[tuple[str, str]] = [
-        (p.relative_to(raw_dir).with_suffix("").as_posix(), f"{p}: .mat file without a .hea header") for p in orphans]
-    seen: dict[str, str] = {}
-    resamplers: dict[float, Callable | None] = {}
+    conversion = Conversion(raw_dir, out, n_total, max_fraction=max_quarantine_fraction, desc=NAME,
+                            ids="record name", progress=progress)
+    for p in orphans:
+        conversion.quarantine(p.relative_to(raw_dir).with_suffix("").as_posix(),
+                              f"{p}: .mat file without a .hea header")
+    rates: set[float] = set()
     truncated: dict[str, float] = {}
     ptbxl_ids: dict[str, int] = {}
     unknown: set[str] = set()
     without_codes = 0
     sources: dict[str, int] = {}
     norm_folds = set(int(f) for f in norm_folds)
-    with EcgStoreWriter.open(out, capacity=len(headers), n_samples=n_samples, fs=fs,
-                             workers=workers) as writer:
-        for hea in tqdm(headers, desc=f"cinc2020 → {out.name}", unit="rec", disable=not progress):
+    with EcgStoreWriter.open(out, capacity=len(headers), n_samples=n_samples, fs=fs, workers=workers) as writer:
+        for hea in conversion.track(headers):
             key = hea.relative_to(raw_dir).with_suffix("").as_posix()
-            try:
+            with conversion.record(key):    # the reader names the file and the defect
                 name = hea.stem
-                if name in seen:
-                    raise ValueError(f"duplicate record name {name} (already read from {seen[name]})")
+                conversion.claim(name, key)
                 rec = read_challenge_record(hea)
                 if rec.name != name:
                     raise ValueError(f"{hea}: header names the record {rec.name!r}, the file is {name!r}")
                 if not allow_unknown_codes:
                     checks.check_codes(rec.dx, known, f"{SCORED_TABLE} or {UNSCORED_TABLE}", what="SNOMED code")
-                if rec.fs not in resamplers:
-                    resamplers[rec.fs] = _resampler(rec.fs, fs)
-                resample = resamplers[rec.fs]
-                signal = resample(rec.signal) if resample is not None else rec.signal
-            except (ValueError, OSError) as exc:   # the reader names the file and the defect
-                quarantine.append((key, str(exc)))
-                continue
-            seen[name] = key
-            without_codes += not rec.dx
-            unknown.update(c for c in rec.dx if c not in known)
-            if signal.shape[1] > n_samples:
-                truncated[name] = round(rec.signal.shape[1] / rec.fs, 3)
-                signal = signal[:, :n_samples]
-            source = _source_of(hea, base)
-            sources[source] = sources.get(source, 0) + 1
-            match = _PTBXL_NAME.match(name)
-            xref = None
-            if match:
-                ptbxl_ids[name] = int(match.group(1))
-                xref = {"ptbxl": str(ptbxl_ids[name])}   # = PTB-XL's meta/record_id (its ecg_id)
-            fold = fold_of(name)
-            writer.append(
-                np.ascontiguousarray(signal, dtype=np.float32),
-                meta={"record_id": name, "patient_id": name, "fold": fold, "age": rec.age, "sex": rec.sex,
-                      "source": source},
-                labels={"all": list(dict.fromkeys(rec.dx)), "scored": [c for c in rec.dx if c in scored]},
-                norm=fold in norm_folds, xref=xref,
-            )
-        settle_quarantine(raw_dir, out, quarantine, n_total, max_quarantine_fraction)
+                signal = resample(np.asarray(rec.signal, dtype=np.float64), rec.fs, fs, axis=1)
+                cut = signal.shape[1] > n_samples
+                source = _source_of(hea, base)
+                match = _PTBXL_NAME.match(name)
+                fold = fold_of(name)
+                writer.append(
+                    np.ascontiguousarray(signal[:, :n_samples], dtype=np.float32),
+                    meta={"record_id": name, "patient_id": name, "fold": fold, "age": rec.age, "sex": rec.sex,
+                          "source": source},
+                    labels={"all": list(dict.fromkeys(rec.dx)), "scored": [c for c in rec.dx if c in scored]},
+                    norm=fold in norm_folds,
+                    xref={"ptbxl": str(int(match.group(1)))} if match else None,
+                )
+                rates.add(float(rec.fs))
+                without_codes += not rec.dx
+                unknown.update(c for c in rec.dx if c not in known)
+                if cut:
+                    truncated[name] = round(rec.signal.shape[1] / rec.fs, 3)
+                sources[source] = sources.get(source, 0) + 1
+                if match:
+                    ptbxl_ids[name] = int(match.group(1))   # = PTB-XL's meta/record_id (its ecg_id)
         extra_codes = _sorted_codes(unknown)
         label_sets = {"all": _sorted_codes(known) + extra_codes, "scored": scored}
         provenance = {
             "raw_dir": str(raw_dir),
             "files_sha256": {p.relative_to(raw_dir).as_posix(): sha256_file(p)
                              for p in [*table_paths.values(), raw_dir / "SHA256SUMS.txt"] if p.is_file()},
-            "resampling": {f"{native:g}": (f"resample_poly {native:g} Hz → {fs} Hz" if r is not None else "none")
-                           for native, r in sorted(resamplers.items())},
+            "resampling": {f"{native:g}": (f"resample_poly {native:g} Hz → {fs} Hz" if rate_ratio(native, fs) != 1
+                                           else "none") for native in sorted(rates)},
             "max_seconds": float(max_seconds),
             "n_truncated": len(truncated),
             "folds": "1 + sha256(record name) mod 10",
@@ -409,8 +387,8 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
             "records_without_codes": without_codes,
             "input_checks": checks.provenance(tree),
         }
-        writer.finish(
-            dataset=NAME, source_version=SOURCE_VERSION, label_sets=label_sets, provenance=provenance,
+        conversion.finish(
+            writer.finish, dataset=NAME, source_version=SOURCE_VERSION, label_sets=label_sets, provenance=provenance,
             norm_folds=sorted(norm_folds),
             extra_attrs={
                 "max_seconds": float(max_seconds),
@@ -421,7 +399,4 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
                 "unknown_codes": extra_codes,
             },
         )
-    summary = {"records": writer.n_records, "quarantined": len(quarantine), "truncated": len(truncated),
-               "fs": fs, "store": str(out)}
-    log.info("converted %s", summary)
-    return summary
+    return conversion.summary(truncated=len(truncated), fs=fs)

@@ -24,7 +24,6 @@ label set named after the file (e.g. ``dnn``, ``cardiologist1``; skipped files a
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import shutil
@@ -38,12 +37,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from ... import checks, hosts
-from ...convert import ConversionError, settle_quarantine
+from ...convert import Conversion, ConversionError
 from ...fetch import DownloadError, download_file, fetch_archive_tree
 from ...files import atomic_dir
+from ...resample import resampled_length
 from ...sources import register
 from ..store import EcgStoreWriter
-from .code15 import (
+from ._code import (
     BLOCK_ROWS,
     CLASSES,
     DEFAULT_MIN_SECONDS,
@@ -61,15 +61,11 @@ from .code15 import (
     parse_bool,
     probe_records,
     read_table,
-    resampled_length,
-    resampling_ratio,
     resolve_amplitude_unit,
     sha256sums_text,
     spec_labels,
     tracings_provenance,
 )
-
-log = logging.getLogger(__name__)
 
 NAME = "codetest"
 ZENODO_RECORD = "3625006"
@@ -253,64 +249,57 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
 def _convert(raw_dir, out, fs, max_quarantine_fraction, norm_folds, progress, h5_path, n, n_raw, attributes,
              gold, extras, skipped, amplitude_scale, min_seconds, max_abs_mv, block_rows, probe_rows,
              hasher, workers) -> dict:
-    quarantine: list[tuple[str, str]] = []
+    conversion = Conversion(raw_dir, out, n, max_fraction=max_quarantine_fraction, desc=NAME, unit="exams",
+                            progress=progress)
     gold_rows = _label_rows(gold)
     candidates = []
     for i, labels in enumerate(gold_rows):
         if isinstance(labels, str):
-            quarantine.append((str(i), f"{GOLD} line {i + 2}: {labels}"))
+            conversion.quarantine(str(i), f"{GOLD} line {i + 2}: {labels}")
         else:
             candidates.append(i)
-    ratio = resampling_ratio(NATIVE_FS, fs)
     amps, spans = probe_records(h5_path, candidates, probe_rows)
     decision = resolve_amplitude_unit([amps], {h5_path.name: amps}, amplitude_scale, raw_dir)
     lead_check = lead_check_or_fail(spans, raw_dir)
-    n_samples = resampled_length(n_raw or N_RAW_SAMPLES, ratio)
-    prepare = {"factor": decision["factor"], "ratio": ratio,
+    n_samples = resampled_length(n_raw or N_RAW_SAMPLES, NATIVE_FS, fs)
+    prepare = {"factor": decision["factor"], "fs": fs,
                "min_samples": max(1, int(math.ceil(min_seconds * NATIVE_FS))), "max_abs_mv": max_abs_mv}
     norm_folds = set(int(f) for f in norm_folds)
     ages, sexes = attributes["age"].tolist(), attributes["sex"].tolist()
     n_padded = 0
-    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs,
-                             workers=workers) as writer:
-        for row, result in tqdm(iter_hdf5_records(h5_path, candidates, block_rows=block_rows, **prepare),
-                                total=len(candidates), desc=f"codetest → {out.name}", unit="rec",
-                                disable=not progress):
+    with EcgStoreWriter.open(out, capacity=len(candidates), n_samples=n_samples, fs=fs, workers=workers) as writer:
+        records = iter_hdf5_records(h5_path, candidates, block_rows=block_rows, **prepare)
+        for row, result in conversion.track(records, total=len(candidates)):
             rid = str(row)
-            if isinstance(result, str):
-                quarantine.append((rid, f"{h5_path.name} row {row}: {result}"))
-                continue
-            if result.shape[1] < n_samples:
-                n_padded += 1
-            fold = fold_of(rid)
-            age = pd.to_numeric(ages[row], errors="coerce")
-            sex = str(sexes[row]).strip().upper() if isinstance(sexes[row], str) else ""
-            writer.append(
-                result,
-                meta={"record_id": rid, "patient_id": rid, "fold": fold,
-                      "age": float(age) if np.isfinite(age) else None, "sex": sex if sex in ("M", "F") else "",
-                      "source": NAME},
-                labels={"all": gold_rows[row], **{name: rows[row] for name, (_, rows) in extras.items()}},
-                norm=fold in norm_folds,
-            )
-        settle_quarantine(raw_dir, out, sorted(quarantine, key=lambda e: int(e[0])), n, max_quarantine_fraction,
-                          unit="exams")
+            with conversion.record(rid):
+                if isinstance(result, str):
+                    raise ValueError(f"{h5_path.name} row {row}: {result}")
+                fold = fold_of(rid)
+                age = pd.to_numeric(ages[row], errors="coerce")
+                sex = str(sexes[row]).strip().upper() if isinstance(sexes[row], str) else ""
+                writer.append(
+                    result,
+                    meta={"record_id": rid, "patient_id": rid, "fold": fold,
+                          "age": float(age) if np.isfinite(age) else None, "sex": sex if sex in ("M", "F") else "",
+                          "source": NAME},
+                    labels={"all": gold_rows[row], **{name: rows[row] for name, (_, rows) in extras.items()}},
+                    norm=fold in norm_folds,
+                )
+                n_padded += result.shape[1] < n_samples
+        conversion.entries.sort(key=lambda e: int(e[0]))      # the quarantine list in row order
         hashes = hasher.result()
         provenance = {
-            **tracings_provenance(raw_dir, ZENODO_RECORD, hashes, fs, ratio, decision, lead_check,
+            **tracings_provenance(raw_dir, ZENODO_RECORD, hashes, fs, decision, lead_check,
                                   min_seconds, max_abs_mv, dataset=NAME),
             "rows": f"row i of {TRACINGS}, {ATTRIBUTES} and {GOLD} is exam i; record_id = i",
             "folds": "1 + sha256(record_id) mod 10",
             "label_sets": {"all": GOLD, **{name: p.name for name, (p, _) in extras.items()}},
         }
-        writer.finish(
-            dataset=NAME, source_version=SOURCE_VERSION,
+        conversion.finish(
+            writer.finish, dataset=NAME, source_version=SOURCE_VERSION,
             label_sets={"all": list(CLASSES), **{name: list(CLASSES) for name in extras}},
             provenance=provenance, norm_folds=sorted(norm_folds),
             extra_attrs={"amplitude_unit": decision, "native_fs": NATIVE_FS, "lead_check": lead_check,
                          "n_padded": n_padded, "annotations_skipped": skipped},
         )
-    summary = {"records": writer.n_records, "quarantined": len(quarantine), "padded": n_padded,
-               "amplitude_factor": decision["factor"], "fs": fs, "store": str(out)}
-    log.info("converted %s", summary)
-    return summary
+    return conversion.summary(padded=n_padded, amplitude_factor=decision["factor"], fs=fs)

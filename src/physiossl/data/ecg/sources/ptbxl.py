@@ -13,27 +13,24 @@ counted in provenance ``records_without_codes``.
 from __future__ import annotations
 
 import ast
-import logging
 import math
-from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import wfdb
-from scipy.signal import decimate, resample_poly
+from scipy.signal import decimate
 from tqdm import tqdm
 
 from ... import checks
-from ...convert import ConversionError, settle_quarantine
+from ...convert import Conversion, ConversionError
 from ...fetch import fetch_archive_tree
 from ...files import atomic_dir, sha256_file
+from ...resample import resample
 from ...sources import register
 from .. import LEADS, synth
 from ..store import EcgStoreWriter
-
-log = logging.getLogger(__name__)
 
 NAME = "ptbxl"
 SOURCE_VERSION = "1.0.3"
@@ -162,22 +159,32 @@ def read_statements(raw_dir: Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     return scp, classes
 
 
-def record_labels(codes: Sequence[str], scp: pd.DataFrame) -> dict[str, list[str]]:
+def record_labels(codes: Sequence[str], scp: pd.DataFrame | dict[str, tuple]) -> dict[str, list[str]]:
     """The statements of one record in each label set (present whatever the likelihood, 0.0 included); a code
-    missing from ``scp_statements.csv`` is a defect of the record (``unknown label code``), never dropped."""
-    checks.check_codes(codes, scp.index, "scp_statements.csv", what="SCP code")
+    missing from ``scp_statements.csv`` is a defect of the record (``unknown label code``), never dropped. ``scp``
+    is the table or its :func:`statement_rows`."""
+    rows = statement_rows(scp) if isinstance(scp, pd.DataFrame) else scp
+    checks.check_codes(codes, rows, "scp_statements.csv", what="SCP code")
     known = list(codes)
-    diag = [c for c in known if scp.at[c, "diagnostic"] == 1]
+    diag = [c for c in known if rows[c][0]]
     return {
         "all": known,
         "diagnostic": diag,
-        "subdiagnostic": sorted({scp.at[c, "diagnostic_subclass"] for c in diag
-                                 if isinstance(scp.at[c, "diagnostic_subclass"], str)}),
-        "superdiagnostic": sorted({scp.at[c, "diagnostic_class"] for c in diag
-                                   if isinstance(scp.at[c, "diagnostic_class"], str)}),
-        "form": [c for c in known if scp.at[c, "form"] == 1],
-        "rhythm": [c for c in known if scp.at[c, "rhythm"] == 1],
+        "subdiagnostic": sorted({rows[c][3] for c in diag if rows[c][3] is not None}),
+        "superdiagnostic": sorted({rows[c][4] for c in diag if rows[c][4] is not None}),
+        "form": [c for c in known if rows[c][1]],
+        "rhythm": [c for c in known if rows[c][2]],
     }
+
+
+def statement_rows(scp: pd.DataFrame) -> dict[str, tuple[bool, bool, bool, str | None, str | None]]:
+    """``scp_statements.csv`` as {code: (diagnostic, form, rhythm, diagnostic subclass, diagnostic class)}, read
+    once per conversion instead of a table lookup per record and label set."""
+    def text(value) -> str | None:
+        return value if isinstance(value, str) else None
+
+    return {code: (row.diagnostic == 1, row.form == 1, row.rhythm == 1, text(row.diagnostic_subclass),
+                   text(row.diagnostic_class)) for code, row in scp.iterrows()}
 
 
 def read_record(path_stem: Path, expected_fs: int) -> np.ndarray:
@@ -234,11 +241,6 @@ def _unit_scale(unit: str) -> float:
     return scales[unit]
 
 
-def _resampler(native: int, fs: int):
-    ratio = Fraction(fs, native).limit_denominator(1000)
-    return lambda x: resample_poly(x, ratio.numerator, ratio.denominator, axis=1).astype(np.float32)
-
-
 @register("ptbxl")
 def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: float = 0.01,
             norm_folds: Sequence[int] = DEFAULT_NORM_FOLDS, progress: bool = True, workers: int = 1) -> dict:
@@ -249,62 +251,51 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
         raise ConversionError(f"{db_path}: missing (is {raw_dir} a PTB-XL tree?)")
     tree = checks.verify_tree(raw_dir, NAME)
     scp, label_sets = read_statements(raw_dir)
+    statements = statement_rows(scp)
     db = checks.read_csv_table(db_path)
     missing = ({"ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "filename_lr", "filename_hr"}
                - set(db.columns))
     if missing:
         raise ConversionError(f"{db_path}: missing columns {sorted(missing)}")
     if fs in NATIVE_RATES:
-        column, native, resample = NATIVE_RATES[fs][0], fs, None
+        column, native = NATIVE_RATES[fs][0], fs
     else:
-        column, native, resample = "filename_hr", 500, _resampler(500, fs)
+        column, native = "filename_hr", 500
     n_samples = int(math.ceil(10 * fs))
-    quarantine: list[tuple[str, str]] = []
-    seen: set[str] = set()
     without_codes = 0
     norm_folds = set(int(f) for f in norm_folds)
-    with EcgStoreWriter.open(out, capacity=len(db), n_samples=n_samples, fs=fs,
-                             workers=workers) as writer:
-        for row in tqdm(db.itertuples(index=False), total=len(db), desc=f"ptbxl → {out.name}", unit="rec",
-                        disable=not progress):
+    conversion = Conversion(raw_dir, out, len(db), max_fraction=max_quarantine_fraction, desc=NAME, ids="ecg_id",
+                            progress=progress)
+    with EcgStoreWriter.open(out, capacity=len(db), n_samples=n_samples, fs=fs, workers=workers) as writer:
+        for row in conversion.track(db.itertuples(index=False), total=len(db)):
             rid = str(row.ecg_id)
-            try:
-                if rid in seen:
-                    raise ValueError("duplicate ecg_id")
+            with conversion.record(rid):
+                conversion.claim(rid)
                 codes = _parse_codes(row.scp_codes)
-                labels = record_labels(codes, scp)
+                labels = record_labels(codes, statements)
                 fold = int(row.strat_fold)
                 if not 1 <= fold <= 10:
                     raise ValueError(f"strat_fold {fold} outside 1..10")
-                signal = read_record(raw_dir / getattr(row, column), native)
-                if resample is not None:
-                    signal = resample(signal)
+                signal = resample(read_record(raw_dir / getattr(row, column), native), native, fs, axis=1)
                 if signal.shape[1] > n_samples:
                     raise ValueError(f"{signal.shape[1]} samples, longer than the 10 s of PTB-XL")
-            except (ValueError, TypeError, SyntaxError) as exc:
-                quarantine.append((rid, str(exc)))
-                continue
-            seen.add(rid)
-            without_codes += not codes
-            writer.append(
-                signal,
-                meta={"record_id": rid, "patient_id": _patient(row.patient_id), "fold": fold,
-                      "age": None if pd.isna(row.age) else float(row.age),
-                      "sex": {0: "M", 1: "F"}.get(int(row.sex), "") if not pd.isna(row.sex) else "",
-                      "source": NAME},
-                labels=labels,
-                norm=fold in norm_folds,
-            )
-        settle_quarantine(raw_dir, out, quarantine, len(db), max_quarantine_fraction)
-        writer.finish(
-            dataset=NAME, source_version=SOURCE_VERSION, label_sets=label_sets,
-            provenance={**_provenance(raw_dir, column, resample is not None, native, fs),
+                writer.append(
+                    signal,
+                    meta={"record_id": rid, "patient_id": _patient(row.patient_id), "fold": fold,
+                          "age": None if pd.isna(row.age) else float(row.age),
+                          "sex": {0: "M", 1: "F"}.get(int(row.sex), "") if not pd.isna(row.sex) else "",
+                          "source": NAME},
+                    labels=labels,
+                    norm=fold in norm_folds,
+                )
+                without_codes += not codes
+        conversion.finish(
+            writer.finish, dataset=NAME, source_version=SOURCE_VERSION, label_sets=label_sets,
+            provenance={**_provenance(raw_dir, column, native != fs, native, fs),
                         "input_checks": checks.provenance(tree), "records_without_codes": without_codes},
             norm_folds=sorted(norm_folds),
         )
-    summary = {"records": writer.n_records, "quarantined": len(quarantine), "fs": fs, "store": str(out)}
-    log.info("converted %s", summary)
-    return summary
+    return conversion.summary(fs=fs)
 
 
 def _parse_codes(text: str) -> list[str]:

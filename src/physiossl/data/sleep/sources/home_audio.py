@@ -10,13 +10,13 @@ Conversion decisions:
   0-based channel indices or the names ``"left"`` (0) / ``"right"`` (1); the chosen channels are mixed. A file
   without a requested channel is quarantined.
 - **Audio.** Files are read with soundfile as float32 in [-1, 1], in blocks of
-  :data:`~physiossl.data.sleep.sources.psg_audio.READ_BLOCK_S` seconds, mixed, resampled to ``features["audio_fs"]``
+  :data:`~physiossl.data.sleep.nights.READ_BLOCK_S` seconds, mixed, resampled to ``features["audio_fs"]``
   with the polyphase filter of :func:`physiossl.data.sleep.features.resample_audio` (blocks overlap by a margin wider
   than the filter, so the result equals resampling the whole file), and cut into ``floor(duration / 30)``
   epochs of log-mel features (:func:`physiossl.data.sleep.features.epoch_features`); the trailing partial epoch is
   dropped and its length recorded per night (``dropped_s``).
 - **Labels.** Every night is stored with ``labeled = False`` and stages -1; the event arrays
-  (:data:`~physiossl.data.sleep.sources.psg_audio.EVENT_TYPES`, so that home and PSG-Audio stores have the same
+  (:data:`~physiossl.data.sleep.stages.EVENT_TYPES`, so that home and PSG-Audio stores have the same
   arrays) are all 0.
 - **Quarantine** (record = night id), with a reason: a file soundfile cannot read (or that fails while
   reading), a file shorter than one 30 s epoch, non-finite samples, a requested channel the file lacks, and the
@@ -49,10 +49,12 @@ from ... import checks
 from ...convert import ConversionError
 from ...fetch import DownloadError
 from ...files import atomic_dir, sha256_file
+from ...resample import ResampleError, resample_blocks
 from ...sources import register
-from ..features import AudioError, check_features
+from ..features import EPOCH_S, AudioError, check_features
+from ..nights import READ_BLOCK_S, EpochAccumulator, NightResult, write_nights
+from ..stages import EVENT_TYPES
 from ..synth import OodNoiseRenderer, plan_breaths, render_breathing, synth_hypnogram, synth_subject
-from .psg_audio import EPOCH_S, EVENT_TYPES, READ_BLOCK_S, EpochAccumulator, NightResult, resample_blocks, write_nights
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,7 @@ def load_recording(task: HomeTask) -> NightResult:
         try:
             audio = resample_blocks(read, n, fs, int(task.features["audio_fs"]), READ_BLOCK_S)
             tracker.check(name, unit="recording")   # a silent recording, or a channel without sound
-        except AudioError as exc:
+        except (AudioError, ResampleError) as exc:
             return NightResult(task.night_id, error=f"{name}: {exc}")
         except ValueError as exc:
             return NightResult(task.night_id, error=str(exc))

@@ -27,7 +27,7 @@ Conversion decisions:
   (arousals, limb movements, body position, ...) are not read.
 - **Audio.** ``channels`` (default ``["Mic"]``; e.g. ``["Tracheal"]``, or both for their mono mix, the mean)
   are read part by part in physical units, in blocks of :data:`READ_BLOCK_S` seconds, each block resampled to
-  ``features["audio_fs"]`` with the polyphase filter of :func:`physiossl.data.sleep.features.resample_audio` (blocks
+  ``features["audio_fs"]`` with the polyphase filter of :func:`physiossl.data.resample.iter_resampled_blocks` (blocks
   overlap by a margin wider than the filter, so the result equals resampling the whole part; a real 48 kHz
   hour is never held at 48 kHz). The resampled float32 parts are concatenated in part order and cut into
   30 s epochs of log-mel features (:func:`physiossl.data.sleep.features.epoch_features`, one epoch at a time as parts
@@ -68,27 +68,23 @@ import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from fractions import Fraction
-from itertools import islice
-from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from ... import checks, hosts
-from ...convert import ConversionError, settle_quarantine
+from ...convert import ConversionError
 from ...fetch import DownloadError
 from ...files import atomic_dir, sha256_file
+from ...resample import ResampleError, block_margin, iter_resampled_blocks, rate_ratio, resample
 from ...sources import register
-from ..features import AudioError, check_features, epoch_features, frames_per_epoch, mix_channels, resample_audio
-from ..stages import UNSCORED
-from ..store import SleepStoreWriter
+from ..features import EPOCH_S, AudioError, check_features, frames_per_epoch, mix_channels
+from ..nights import READ_BLOCK_S, EpochAccumulator, NightResult, SpilledFeatures, write_nights
+from ..stages import EVENT_TYPES, UNSCORED
 from ..synth import MIC_MIX, TRACHEAL_MIX, airflow, plan_breaths, render_breathing, synth_hypnogram, synth_subject
 
 log = logging.getLogger(__name__)
@@ -105,14 +101,10 @@ EDF_DIR = "APNEA_EDF"
 RML_DIR = "APNEA_RML"
 RML_NS = "http://www.respironics.com/PatientStudy.xsd"
 DEFAULT_CHANNELS = ("Mic",)
-EPOCH_S = 30
-READ_BLOCK_S = 300
 #: RML stage types → stored codes (W, N1, N2, N3, REM = 0..4, -1 unscored).
 STAGE_CODES = {"Wake": 0, "NonREM1": 1, "NonREM2": 2, "NonREM3": 3, "NonREM4": 3, "REM": 4, "NotScored": UNSCORED}
 STAGE_NAMES = {0: "Wake", 1: "NonREM1", 2: "NonREM2", 3: "NonREM3", 4: "REM", UNSCORED: "NotScored"}
 EVENT_FAMILIES = ("Respiratory", "Nasal")
-#: Event types of the families Respiratory and Nasal stored as ``events/<type>`` in every store.
-EVENT_TYPES = ("ObstructiveApnea", "CentralApnea", "MixedApnea", "Hypopnea", "Snore")
 
 DEMO_FS = 4000            # the demo's Mic rate (real recordings: 48 kHz)
 DEMO_TRACHEAL_FS = 2000   # the demo's Tracheal rate
@@ -340,59 +332,11 @@ def _find_label(labels: Sequence[str], wanted: str) -> int | None:
     return loose[0] if len(loose) == 1 else None
 
 
-def _ratio(fs_in: float, fs_out: float) -> Fraction:
-    return Fraction(float(fs_out) / float(fs_in)).limit_denominator(1000)
-
-
-def resample_blocks(read: Callable[[int, int], np.ndarray], n_in: int, fs_in: float, fs_out: float,
-                    block_s: float = READ_BLOCK_S) -> np.ndarray:
-    """Resample a long 1-D signal read in blocks (``read(start, n)`` → n samples) to ``fs_out``, float32.
-
-    Blocks are read with a margin of about 1 s on each side, resampled with
-    :func:`physiossl.data.sleep.features.resample_audio` and trimmed, so the result equals resampling the whole signal
-    at once (the polyphase filter is far shorter than the margin) while only one block is held at ``fs_in``.
-    """
-    pieces = list(iter_resampled_blocks(read, n_in, fs_in, fs_out, block_s))
-    if not pieces:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-
-
-def iter_resampled_blocks(read: Callable[[int, int], np.ndarray], n_in: int, fs_in: float, fs_out: float,
-                          block_s: float = READ_BLOCK_S) -> Iterator[np.ndarray]:
-    """The consecutive pieces (float32, one per block of ``block_s`` seconds read) of :func:`resample_blocks`:
-    their concatenation is its result, and only one block is held at a time at either rate."""
-    n_in = int(n_in)
-    if n_in <= 0:
-        return
-    if float(fs_in) == float(fs_out):
-        step = max(1, int(block_s * fs_in))
-        for s in range(0, n_in, step):
-            yield np.asarray(read(s, min(step, n_in - s)), dtype=np.float32)
-        return
-    ratio = _ratio(fs_in, fs_out)
-    up, down = ratio.numerator, ratio.denominator
-    n_out = -(-n_in * up // down)
-    step = max(down, int(block_s * fs_in) // down * down)
-    # resample_poly's filter reaches 10 * max(up, down) / up input samples to each side; keep well beyond that
-    reach = max(2 * (10 * max(up, down) // up + 1), int(fs_in))
-    margin = down * -(-reach // down)
-    if step >= n_in:
-        yield resample_audio(np.asarray(read(0, n_in), dtype=np.float64), fs_in, fs_out)[:n_out]
-        return
-    for s in range(0, n_in, step):
-        a, b = max(0, s - margin), min(n_in, s + step + margin)
-        y = resample_audio(np.asarray(read(a, b - a), dtype=np.float64), fs_in, fs_out)
-        o0 = s * up // down
-        o1 = min(n_out, (s + step) * up // down) if s + step < n_in else n_out
-        off = (s - a) * up // down
-        yield y[off:off + (o1 - o0)].copy()
-
-
 def read_edf_channel(path: Path, label: str, fs_out: float | None = None,
                      block_s: float = READ_BLOCK_S) -> tuple[np.ndarray, float]:
     """One channel of an EDF(+) file in physical units, float32, resampled to ``fs_out`` (None: as recorded)
-    block by block (:func:`resample_blocks`); returns (samples, rate of the file's channel)."""
+    block by block (:func:`~physiossl.data.resample.iter_resampled_blocks`); returns (samples, rate of the file's
+    channel)."""
     rate: list[float] = []
     pieces = list(iter_edf_channel(path, label, fs_out, block_s, rate))
     x = np.concatenate(pieces) if len(pieces) > 1 else (pieces[0] if pieces else np.zeros(0, np.float32))
@@ -401,7 +345,8 @@ def read_edf_channel(path: Path, label: str, fs_out: float | None = None,
 
 def iter_edf_channel(path: Path, label: str, fs_out: float | None = None, block_s: float = READ_BLOCK_S,
                      rate: list[float] | None = None) -> Iterator[np.ndarray]:
-    """:func:`read_edf_channel` piece by piece (:func:`iter_resampled_blocks`): one block of the part at a time,
+    """:func:`read_edf_channel` piece by piece (:func:`~physiossl.data.resample.iter_resampled_blocks`): one block of
+    the part at a time,
     never the whole part; the channel's rate in the file is appended to ``rate`` when a list is given."""
     yield from iter_edf_mix(path, [label], fs_out, block_s, rate)
 
@@ -439,7 +384,7 @@ def iter_edf_mix(path: Path, labels: Sequence[str], fs_out: float | None = None,
                                                   fs if fs_out is None else fs_out, block_s))
         try:
             yield from (channels[0] if len(channels) == 1 else mixed_pieces(channels))
-        except AudioError as exc:
+        except (AudioError, ResampleError) as exc:
             raise ValueError(f"{path.name}: channel {', '.join(repr(label) for label in labels)}: {exc}") from exc
     finally:
         reader.close()
@@ -463,78 +408,6 @@ def mixed_pieces(channels: Sequence[Iterator[np.ndarray]]) -> Iterator[np.ndarra
 
 
 # --------------------------------------------------------------------------------------------- featurising
-class EpochAccumulator:
-    """Cut audio that arrives piece by piece into 30 s epochs of log-mel features; the same features as
-    :func:`physiossl.data.sleep.features.epoch_features` on the concatenated audio (every epoch is framed on its
-    own)."""
-
-    def __init__(self, features: dict, sink: Callable[[np.ndarray], None] | None = None):
-        self.features = features
-        self.epoch_samples = EPOCH_S * int(features["audio_fs"])
-        self.carry = np.zeros(0, dtype=np.float32)
-        self.parts: list[np.ndarray] = []
-        self.samples = 0
-        self.sink = sink          # given: the features of each piece go there instead of being kept
-        self.n_epochs = 0
-
-    def add(self, audio: np.ndarray) -> None:
-        audio = np.asarray(audio, dtype=np.float32)
-        self.samples += len(audio)
-        buf = np.concatenate([self.carry, audio]) if len(self.carry) else audio
-        n = len(buf) // self.epoch_samples * self.epoch_samples
-        if n:
-            feats = epoch_features(buf[:n], self.features)
-            self.n_epochs += len(feats)
-            if self.sink is not None:
-                self.sink(feats)
-            else:
-                self.parts.append(feats)
-        self.carry = buf[n:].copy()
-
-    def result(self) -> np.ndarray:
-        """Features (E, n_mels, frames) of the complete epochs so far (the trailing partial epoch is dropped)."""
-        if self.sink is not None:
-            raise RuntimeError("the features went to the sink; an EpochAccumulator with a sink keeps none")
-        if not self.parts:
-            return epoch_features(np.zeros(0, dtype=np.float32), self.features)
-        return np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
-
-
-# epochs per block when a spilled night is copied into the store (one chunk; 18 MB at 48 mels)
-SPILL_BLOCK_EPOCHS = 64
-
-
-@dataclass
-class SpilledFeatures:
-    """A night's features (E, n_mels, frames) float32 in a scratch file, written part by part as the night is
-    featurised and read back in blocks of epochs: neither the worker that featurises a night nor the writer holds
-    a whole night (an 8-hour night at the published settings is 276 MB of float32 features)."""
-
-    path: Path
-    shape: tuple[int, int]
-    n_epochs: int = 0
-
-    def write(self, feats: np.ndarray) -> None:
-        feats = np.ascontiguousarray(feats, dtype=np.float32)
-        with open(self.path, "ab") as fh:
-            fh.write(feats.tobytes())
-        self.n_epochs += len(feats)
-
-    def __len__(self) -> int:
-        return self.n_epochs
-
-    def blocks(self, epochs: int = SPILL_BLOCK_EPOCHS) -> Iterator[np.ndarray]:
-        size = self.shape[0] * self.shape[1]
-        with open(self.path, "rb") as fh:
-            for e0 in range(0, self.n_epochs, epochs):
-                k = min(epochs, self.n_epochs - e0)
-                block = np.fromfile(fh, dtype=np.float32, count=k * size)
-                if block.size != k * size:
-                    raise OSError(f"{self.path}: {block.size // size} of {k} epochs at epoch {e0} (truncated?)")
-                yield block.reshape(k, *self.shape)
-
-    def remove(self) -> None:
-        Path(self.path).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- nights
@@ -551,18 +424,6 @@ class NightTask:
     features: dict
     error: str | None = None
     scratch: Path | None = None    # folder for the night's spilled features (SpilledFeatures); None: kept in memory
-
-
-@dataclass
-class NightResult:
-    """A converted night (features, stages, events, provenance) or the reason it is quarantined (``error``)."""
-
-    night_id: str
-    features: np.ndarray | None = None
-    stages: np.ndarray | None = None
-    events: dict[str, np.ndarray] | None = None
-    provenance: dict | None = None
-    error: str | None = None
 
 
 def _part_number(path: Path) -> int:
@@ -699,60 +560,6 @@ def _load_night(task: NightTask) -> NightResult:
     if scoring.duration_s is not None and abs(scoring.duration_s - total) > 1.0:
         provenance["rml_session_duration_s"] = scoring.duration_s
     return NightResult(task.night_id, feats, stages, events, provenance)
-
-
-def ordered_map(fn: Callable, items: Sequence, workers: int) -> Iterator:
-    """``fn`` over ``items`` in order; with ``workers`` > 1 in that many spawned processes, at most
-    2 × workers results held at a time."""
-    if workers <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-    try:
-        it = iter(items)
-        pending = deque(pool.submit(fn, item) for item in islice(it, 2 * workers))
-        while pending:
-            result = pending.popleft().result()
-            for item in islice(it, 1):
-                pending.append(pool.submit(fn, item))
-            yield result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def write_nights(tasks: list[NightTask], load: Callable[[NightTask], NightResult], raw_dir: Path, out: Path, *,
-                 dataset: str, features: dict, channels: list[str], source_version: str, events: Sequence[str],
-                 labeled: bool, provenance: dict, max_quarantine_fraction: float, workers: int,
-                 progress: bool) -> Path:
-    """Load every night (in ``workers`` processes) and write them, in the order of ``tasks``, to the sleep store
-    ``out``; quarantine the failures (settle_quarantine) and record each night's provenance."""
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    quarantine: list[tuple[str, str]] = []
-    nights: dict[str, dict] = {}
-    with SleepStoreWriter.open(out, dataset=dataset, feature=features, channels=channels,
-                               source_version=source_version, events=events) as writer:
-        bar = tqdm(ordered_map(load, tasks, workers), total=len(tasks), desc=f"{dataset} → {Path(out).name}",
-                   unit="night", disable=not progress)
-        for result in bar:
-            if result.error is not None:
-                log.warning("%s: quarantined night %s: %s", dataset, result.night_id, result.error)
-                quarantine.append((result.night_id, result.error))
-                continue
-            if isinstance(result.features, SpilledFeatures):    # streamed from its scratch file, block by block
-                try:
-                    writer.add_night_blocks(result.night_id, result.features.blocks(), len(result.features),
-                                            result.stages if labeled else None, labeled, result.events)
-                finally:
-                    result.features.remove()
-            else:
-                writer.add_night(result.night_id, result.features, result.stages if labeled else None, labeled,
-                                 result.events)
-            nights[result.night_id] = result.provenance
-        settle_quarantine(raw_dir, out, quarantine, len(tasks), max_quarantine_fraction, unit="nights")
-        writer.finish({**provenance, "nights": nights, "quarantined": len(quarantine)})
-    return Path(out)
 
 
 @register("psg_audio")
@@ -966,16 +773,18 @@ def _part_blocks(audio: _Take, seconds: int, mic_fs: int, tracheal_fs: int,
     """(seconds, mic, tracheal) of one part in blocks of at most ``block_s`` whole seconds, the tracheal take
     resampled from ``mic_fs`` to ``tracheal_fs``. A part of at most ``block_s`` is one block (resampled at once);
     in a longer part the tracheal blocks are resampled with a margin of the neighbouring samples of the same part
-    on each side (wider than the polyphase filter, as :func:`resample_blocks`), so the blocks join seamlessly and
+    on each side (:func:`physiossl.data.resample.block_margin`), so the blocks join seamlessly and
     at most ``block_s`` (plus the margins) of 48 kHz audio is held."""
+    def tracheal_at(x: np.ndarray) -> np.ndarray:
+        return resample(np.asarray(x, dtype=np.float32), mic_fs, tracheal_fs)
+
     if seconds <= block_s:
         chunk = audio.take(seconds * mic_fs)
-        yield seconds, chunk["mic"], resample_audio(chunk["tracheal"], mic_fs, tracheal_fs)
+        yield seconds, chunk["mic"], tracheal_at(chunk["tracheal"])
         return
-    ratio = _ratio(mic_fs, tracheal_fs)
+    ratio = rate_ratio(mic_fs, tracheal_fs)
     up, down = ratio.numerator, ratio.denominator
-    reach = max(2 * (10 * max(up, down) // up + 1), int(mic_fs))
-    margin = down * -(-reach // down) if mic_fs != tracheal_fs else 0
+    margin = block_margin(mic_fs, tracheal_fs) if ratio != 1 else 0
     history = np.zeros(0, dtype=np.float32)
     for offset in range(0, seconds, block_s):
         n = min(block_s, seconds - offset)
@@ -984,12 +793,12 @@ def _part_blocks(audio: _Take, seconds: int, mic_fs: int, tracheal_fs: int,
         if margin:
             after = min(margin, (seconds - offset - n) * mic_fs)          # never beyond the part
             ahead = audio.peek(after)["tracheal"] if after else np.zeros(0, np.float32)
-            y = resample_audio(np.concatenate([history, tracheal, ahead]), mic_fs, tracheal_fs)
+            y = tracheal_at(np.concatenate([history, tracheal, ahead]))
             skip = len(history) * up // down
             tracheal_out = y[skip:skip + n * tracheal_fs]
             history = np.concatenate([history, tracheal])[-margin:]
         else:
-            tracheal_out = resample_audio(tracheal, mic_fs, tracheal_fs)
+            tracheal_out = tracheal_at(tracheal)
         yield n, chunk["mic"], tracheal_out
 
 
