@@ -66,8 +66,35 @@ def test_bench_methods_runs_every_method():
     assert "torch threads" in out and "precision 32-true" in out
     assert re.search(r"^supervised\s+xresnet1d50\s+crop\s+250\s+\d+\.\d samples/s", out, re.M), out
     for name in methods:
-        assert re.search(rf"^ratio {name}/supervised: \d+\.\d{{3}}x$", out, re.M), (name, out)
+        assert re.search(rf"^{name}\s+\S+\s+crop\s+\d+\s+\d+\.\d samples/s\s+\d+\.\d{{3,}}x$", out, re.M), (name, out)
+        assert re.search(rf"^ratio {name}/supervised: \d+\.\d{{3,}}x$", out, re.M), (name, out)
     assert re.search(r"^cpc\s+cpc\s+crop\s+250\s", out, re.M), out
+
+
+def test_bench_methods_options_and_mixed_precision():
+    """--device and --precision are offered (cuda and bf16-mixed for GPU machines); bf16-mixed runs on CPU for the
+    methods chosen with --methods; ratios keep 3 significant digits."""
+    help_text = subprocess.run([sys.executable, str(METHODS_SCRIPT), "--help"], capture_output=True, text=True,
+                               timeout=300).stdout
+    assert "--device {cpu,cuda}" in help_text and "--precision {32-true,16-mixed,bf16-mixed}" in help_text
+    config = SCRIPT.parents[1] / "config" / "demo_methods.yaml"
+    proc = subprocess.run(
+        [sys.executable, str(METHODS_SCRIPT), "--config", str(config), "--methods", "cpc", "barlow_twins",
+         "--precision", "bf16-mixed", "--batch", "4", "--steps", "1", "--warmup", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "precision bf16-mixed" in out
+    ratios = re.findall(r"^ratio (\w+)/supervised: \d+\.\d{3,}x$", out, re.M)
+    assert ratios == ["cpc", "barlow_twins"], out
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from bench_methods import ratio_text
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    assert [ratio_text(r) for r in (0.00507, 0.0451, 0.448, 1.0, 12.3)] == [
+        "0.00507x", "0.0451x", "0.448x", "1.000x", "12.300x"]
 
 
 TARGETS_SCRIPT = SCRIPT.with_name("bench_targets.py")
@@ -97,3 +124,33 @@ def test_bench_sleep_loader_runs(tmp_path):
         assert re.search(rf"^ratio physiossl/baseline \({dtype}\): \d+\.\d+x", proc.stdout, re.M), proc.stdout
     assert "(per-sequence zarr reads, estimated)" in proc.stdout
     assert (tmp_path / "bench_sleep.zarr").is_dir() and (tmp_path / "features.npy").is_file()
+
+
+PRETRAIN_SCRIPT = SCRIPT.with_name("bench_pretrain.py")
+
+
+def test_bench_pretrain_runs_an_epoch_per_worker_count(tmp_path):
+    """bench_pretrain.py on a tiny synthetic store on the CPU: one timed row per --workers value and the ratios."""
+    proc = subprocess.run(
+        [sys.executable, str(PRETRAIN_SCRIPT), "--records", "120", "--workers", "0", "1", "--steps", "4",
+         "--warmup", "1", "--batch", "8", "--device", "cpu", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=SCRIPT.parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\s+(\d+)\s+4\s+8\s+(\d+\.\d)\s+n/a\s+n/a$", proc.stdout, re.M)
+    assert [int(w) for w, _ in rows] == [0, 1] and all(float(rate) > 0 for _, rate in rows), proc.stdout
+    assert "ratio workers=1/workers=0:" in proc.stdout and "pool: 96 records" in proc.stdout
+    assert (tmp_path / "synthetic_120.zarr").is_dir()
+
+
+def test_bench_planning_times_the_dry_run_against_snakemakes_start():
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("bench_planning.py")), "--config", "config/config.yaml",
+         "--repeats", "1"],
+        capture_output=True, text=True, timeout=300, cwd=SCRIPT.parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+    for command in ("snakemake --version", "snakemake -n --configfile config/config.yaml",
+                    "physiossl check-config config/config.yaml"):
+        row = rf"^\s+current\s+{re.escape(command)}\s+\d+\.\d\d\s+\d+\.\d\dx$"
+        assert re.search(row, proc.stdout, re.M), proc.stdout

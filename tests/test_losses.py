@@ -20,6 +20,7 @@ from physiossl.losses import (
     sinkhorn,
     swav_loss,
 )
+from physiossl.losses.cpc import same_sequence_negatives
 
 
 def t64(x) -> torch.Tensor:
@@ -295,6 +296,102 @@ def test_cpc_sampling_is_reproducible_and_differentiable():
         assert (predictions.grad[2, :, 7:] == 0).all() and predictions.grad[2, :, :7].abs().sum() > 0
     with pytest.raises(ValueError):
         cpc_loss(predictions, targets, negatives="nope")
+
+
+def dense_same_sequence_reference(predictions: list[torch.Tensor], targets: torch.Tensor, offsets: list[int],
+                                  n_negatives: int, generator: torch.Generator) -> torch.Tensor:
+    """The "same_sequence" loss with every step's anchors scored against all T positions, (B, H, T), and the
+    negatives picked from those scores at the positions the loss draws (same generator, same order of draws)."""
+    b, t, _ = targets.shape
+    total, count = 0.0, 0
+    for prediction, k in zip(predictions, offsets):
+        if t - k < 1:
+            continue
+        drawn = torch.randint(t - 1, (b, n_negatives), generator=generator)
+        index = same_sequence_negatives(drawn, torch.arange(k, t), t)  # (B, H, N)
+        scores = prediction[:, :t - k] @ targets.transpose(1, 2)  # (B, H, T)
+        positive = torch.diagonal(scores, offset=k, dim1=1, dim2=2).unsqueeze(-1)
+        logits = torch.cat([positive, scores.gather(2, index)], dim=-1)
+        total = total + (torch.logsumexp(logits, dim=-1) - logits[..., 0]).sum()
+        count += b * (t - k)
+    return total / count
+
+
+@pytest.mark.parametrize("offsets", [None, [3], [1, 4, 9]])
+def test_cpc_same_sequence_scoring_equals_dense_scoring_of_the_same_draws(offsets):
+    # the loss scores only the drawn columns (one batched matmul per step); picking the same columns out of the
+    # dense (B, H, T) scores gives the same loss and gradients
+    g = torch.Generator().manual_seed(10)
+    b, t, d, n = 3, 12, 5, 7
+    ks = offsets or [1, 2, 3, 4]
+    context = torch.randn(b, t, d, generator=g, dtype=torch.float64, requires_grad=True)
+    maps = torch.randn(len(ks), d, d, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randn(b, t, d, generator=g, dtype=torch.float64, requires_grad=True)
+    predictions = [context[:, :max(t - k, 0)] @ maps[i] for i, k in enumerate(ks)]
+    loss = cpc_loss(predictions, targets, n, "same_sequence", torch.Generator().manual_seed(3), offsets=offsets)
+    grads = torch.autograd.grad(loss, (context, maps, targets))
+    dense_predictions = [context[:, :max(t - k, 0)] @ maps[i] for i, k in enumerate(ks)]
+    reference = dense_same_sequence_reference(dense_predictions, targets, ks, n, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(loss, reference, rtol=1e-12, atol=0)
+    for got, expected in zip(grads, torch.autograd.grad(reference, (context, maps, targets))):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-14)
+    if offsets is None:  # the stacked (S, B, T, D) form gives the same loss
+        stacked = torch.stack([context @ m for m in maps])
+        torch.testing.assert_close(cpc_loss(stacked, targets, n, "same_sequence", torch.Generator().manual_seed(3)),
+                                   loss, rtol=1e-12, atol=0)
+
+
+def test_cpc_same_sequence_negatives_have_the_per_anchor_distribution():
+    # every anchor's negatives: independent, each uniform over the T - 1 positions other than its positive
+    t, n = 5, 400_000
+    drawn = torch.randint(t - 1, (1, n), generator=torch.Generator().manual_seed(11))
+    index = same_sequence_negatives(drawn, torch.arange(t), t)[0]  # anchors with every positive 0..T-1
+    for positive in range(t):
+        frequency = torch.bincount(index[positive], minlength=t).double() / n
+        assert frequency[positive] == 0
+        others = torch.cat([frequency[:positive], frequency[positive + 1:]])
+        assert (others - 1 / (t - 1)).abs().max() < 0.004, (positive, frequency)
+        # two negatives of one anchor are independent: their pairs are uniform over the (T - 1)^2 pairs
+        pairs = index[positive, 0::2] * t + index[positive, 1::2]
+        joint = torch.bincount(pairs, minlength=t * t).double().view(t, t) / (n // 2)
+        expected = torch.full((t, t), 1 / (t - 1) ** 2, dtype=torch.float64)
+        expected[positive, :] = expected[:, positive] = 0
+        assert (joint - expected).abs().max() < 0.004, (positive, joint)
+    # the loss draws (B, n_negatives) per step in [0, T - 2] from its generator, the positions the anchors take
+    small = torch.randint(t - 1, (3, 64), generator=torch.Generator().manual_seed(12))
+    assert small.min() >= 0 and small.max() <= t - 2
+    index = same_sequence_negatives(small, torch.arange(1, t), t)
+    assert index.shape == (3, t - 1, 64) and not (index == torch.arange(1, t).view(1, -1, 1)).any()
+
+
+def test_cpc_loss_from_per_step_predictions_equals_the_stacked_predictions():
+    # predictors applied to the contexts that have a target only: the same loss as the stacked (S, B, T, D) form
+    g = torch.Generator().manual_seed(13)
+    context = torch.randn(2, 9, 4, generator=g, dtype=torch.float64)
+    maps = torch.randn(3, 4, 4, generator=g, dtype=torch.float64)
+    targets = torch.randn(2, 9, 4, generator=g, dtype=torch.float64)
+    stacked = torch.stack([context @ m for m in maps])
+    per_step = [context[:, :9 - s - 1] @ m for s, m in enumerate(maps)]
+    for negatives in ("same_sequence", "batch", "all"):
+        a = cpc_loss(stacked, targets, 6, negatives, torch.Generator().manual_seed(0))
+        b = cpc_loss(per_step, targets, 6, negatives, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="H_s"):
+        cpc_loss([context[:, :5] @ maps[0]], targets)  # step 1 needs the 8 contexts with a target
+    with pytest.raises(ValueError, match="offset"):
+        cpc_loss(per_step, targets, offsets=[1, 2])
+    with pytest.raises(ValueError, match="no prediction step"):
+        cpc_loss([context[:, :0]], targets, offsets=[9])
+
+
+def test_cpc_offsets_hand_value():
+    # one prediction step 2 ahead (T = 3: only t = 0 predicts z[2]), every other position as negative
+    z = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    pred = np.array([0.0, 2.0])
+    logits = z @ pred
+    expected = -logits[2] + math.log(np.exp(logits).sum())
+    loss = cpc_loss([t64(pred).view(1, 1, 2)], t64(z)[None], negatives="all", offsets=[2])
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
 
 
 # --------------------------------------------------------------------------------------------- masked, APC

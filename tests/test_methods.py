@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from physiossl import optim
+from physiossl.losses.cpc import cpc_loss
 from physiossl.losses.infonce import infonce
 from physiossl.losses.masked_prediction import masked_prediction_loss
 from physiossl.methods import available, get_method, validate_method_config
@@ -331,6 +333,96 @@ def test_cpc_and_apc_need_the_cpc_encoder(name):
     assert validate_method_config(name, {**cfg, "encoder": "cpc"}, f"pretrain.methods.{name}") == []
     with pytest.raises(ValueError, match="cpc"):
         get_method(name)(cfg=cfg, encoder="xresnet1d50")
+
+
+def test_cpc_predicts_every_step_or_the_last_one():
+    x = batch(4, t=40)
+    method = make("cpc")  # steps 3, all predicted: one map per step
+    assert method.offsets == [1, 2, 3] and len(method.predictors) == 3
+    torch.manual_seed(5)
+    loss = method.loss(x)
+    z = method.encoder.encode(x)
+    c = method.encoder.context(z)
+    torch.manual_seed(5)  # the negatives come from the global generator: the same draws again
+    stacked = cpc_loss(torch.stack([w(c) for w in method.predictors]), z, 8, "same_sequence")
+    torch.testing.assert_close(loss, stacked, rtol=1e-6, atol=0)
+
+    last = make("cpc", steps_predicted="last")  # one map, for step 3 only (the ECG SSL paper's code)
+    assert last.offsets == [3] and len(last.predictors) == 1
+    torch.manual_seed(6)
+    loss = last.loss(x)
+    z = last.encoder.encode(x)
+    c = last.encoder.context(z)
+    torch.manual_seed(6)
+    torch.testing.assert_close(loss, cpc_loss([last.predictors[0](c[:, :37])], z, 8, offsets=[3]), rtol=1e-6, atol=0)
+    loss.backward()
+    assert last.predictors[0].weight.grad.abs().sum() > 0
+
+    key = "pretrain.methods.cpc"
+    assert validate_method_config("cpc", small_config("cpc", steps_predicted="last"), key, encoder="cpc") == []
+    problems = validate_method_config("cpc", small_config("cpc", steps_predicted="first"), key, encoder="cpc")
+    assert len(problems) == 1 and problems[0].startswith(f"config key '{key}.steps_predicted'")
+    assert get_method("cpc").defaults()["steps_predicted"] == "all"
+
+
+def test_barlow_twins_projector_defaults_to_2048_and_takes_8192():
+    defaults = get_method("barlow_twins").defaults()
+    assert defaults["proj_hidden"] == defaults["proj_dim"] == 2048
+    method = get_method("barlow_twins")(cfg={**BASE, "augment": AUGMENT}, encoder="xresnet1d50")
+    assert [m.out_features for m in method.projector.modules() if isinstance(m, torch.nn.Linear)] == [2048] * 3
+    wide = {**BASE, "augment": AUGMENT, "proj_hidden": 8192, "proj_dim": 8192}
+    assert validate_method_config("barlow_twins", wide, "pretrain.methods.barlow_twins") == []
+
+
+# --------------------------------------------------------------------------------------------- optimiser
+def train_adam(cls, build, steps: int = 5, **kwargs) -> list[torch.Tensor]:
+    """A small conv net trained ``steps`` steps by ``build(cls, params, **kwargs)``; its parameters after."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(12, 16, 5), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(), torch.nn.Linear(16, 5))
+    groups = [{"params": (p for p in net[:2].parameters())}, {"params": net[5].parameters(), "weight_decay": 0.0}]
+    optimizer = build(cls, groups, lr=1e-2, **kwargs)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, y = torch.randn(8, 12, 40, generator=g), torch.randn(8, 5, generator=g)
+        loss = F.mse_loss(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("cls,weight_decay", [(torch.optim.Adam, 0.0), (torch.optim.Adam, 1e-3),
+                                              (torch.optim.AdamW, 1e-2)])
+def test_adam_on_cpu_is_bit_identical_to_the_default_implementation(cls, weight_decay):
+    def default(cls, groups, **kwargs):
+        return cls([{**g, "params": list(g["params"])} for g in groups], **kwargs)
+
+    def helper(cls, groups, **kwargs):
+        optimizer = optim.adam(groups, decoupled=cls is torch.optim.AdamW, **kwargs)
+        assert type(optimizer) is cls and optimizer.defaults["foreach"] is False and not optimizer.defaults["fused"]
+        assert sum(len(g["params"]) for g in optimizer.param_groups) == 6  # generators in the groups are read once
+        return optimizer
+
+    expected = train_adam(cls, default, weight_decay=weight_decay)
+    got = train_adam(cls, helper, weight_decay=weight_decay)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+
+
+def test_adam_implementation_by_device(monkeypatch):
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))]
+    assert optim.FUSED_DEVICES == ("cuda",)
+    assert optim.implementation(params) == {"foreach": False}
+    assert optim.implementation([{"params": params}]) == {"foreach": False}
+    monkeypatch.setattr(optim, "FUSED_DEVICES", ("cpu",))  # as on a device with fused kernels
+    assert optim.implementation(params) == {"fused": True}
+    assert optim.implementation([{"params": params}, {"params": [torch.zeros(2, dtype=torch.long)]}]) == {
+        "foreach": False}
+    optimizer = optim.adam(iter(params), decoupled=True, lr=1e-3, weight_decay=1e-2)
+    assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["fused"] is True
+    method = make("cpc")
+    method.trainer = SimpleNamespace(max_epochs=1, estimated_stepping_batches=10, world_size=1)
+    assert method.configure_optimizers()["optimizer"].defaults["fused"] is True
 
 
 # --------------------------------------------------------------------------------------------- config validation

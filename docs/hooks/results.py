@@ -12,7 +12,8 @@ Markdown source stays readable on its own):
     one line: published (when, from which commit) or not yet.
 
 NAME is the ``name`` of a config in ``config/`` (a pipeline run, published from its results folder) or
-``benchmarks/<script>`` (a script in ``benchmarks/``, published with its output); the files live in
+``benchmarks/<script>`` (a script in ``benchmarks/``, published with its output; ``benchmarks/<script>.<variant>``
+for another publication of the same script, ``.gpu`` for those of ``scripts/gpu_check.sh``); the files live in
 ``docs/results/NAME/``, copied there by ``scripts/publish_results.sh``. The rule:
 
 - a run without ``docs/results/NAME/run.json`` is *not yet published*: its directives render a notice with the
@@ -68,10 +69,13 @@ def demo_command(config: str) -> str:
 def publish_hint(name: str, root: Path = ROOT) -> str:
     """The commands that produce and publish run ``name``; ResultsError for an unknown name."""
     if name.startswith("benchmarks/"):
-        script = name.split("/", 1)[1]
+        published = name.split("/", 1)[1]
+        script, _, variant = published.partition(".")        # bench_methods.gpu: a second publication of a script
         if not (root / "benchmarks" / f"{script}.py").is_file():
             raise ResultsError(f"no benchmark script benchmarks/{script}.py for results {name!r}")
-        return f"bash scripts/publish_results.sh --benchmark {script} -- python benchmarks/{script}.py"
+        if variant == "gpu":
+            return "bash scripts/gpu_check.sh        # on a machine with an NVIDIA GPU"
+        return f"bash scripts/publish_results.sh --benchmark {published} -- python benchmarks/{script}.py"
     configs = config_names(root)
     if name not in configs:
         raise ResultsError(f"no config in config/ is named {name!r} (names: {', '.join(sorted(configs))})")

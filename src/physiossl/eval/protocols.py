@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from ..data.ecg.loading import CropDataset, SignalCache, WindowDataset, aggregate, collate_batch
+from ..optim import adam
 from .metrics import macro_auc, regression_metrics
 
 
@@ -228,7 +229,7 @@ class LinearProbe(_Protocol):
         return self.head
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.head.parameters(), lr=self.cfg["lr"], weight_decay=self.cfg["weight_decay"])
+        return adam(self.head.parameters(), decoupled=True, lr=self.cfg["lr"], weight_decay=self.cfg["weight_decay"])
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Rows(*self._train), batch_size=self.task.batch_size,
@@ -320,8 +321,8 @@ class FineTuning(_Protocol):
             self.encoder.eval()
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(param_groups(self.encoder, self.head, self.cfg["lr"], self.cfg.get("lr_decay", 1.0)),
-                                 lr=self.cfg["lr"], weight_decay=self.cfg["weight_decay"])
+        groups = param_groups(self.encoder, self.head, self.cfg["lr"], self.cfg.get("lr_decay", 1.0))
+        return adam(groups, decoupled=True, lr=self.cfg["lr"], weight_decay=self.cfg["weight_decay"])
 
     def train_dataloader(self) -> DataLoader:
         train = self.task.train

@@ -26,6 +26,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from ..augment.ecg import build_augment
 from ..models import build_encoder
+from ..optim import adam
 
 
 class ProbeAUROC(Metric):
@@ -202,16 +203,16 @@ class SSLMethod(L.LightningModule):
         """Per-step state updates (EMA targets, queues, prototypes), once per optimiser step, after it."""
 
     def configure_optimizers(self):
-        """Adam over the trainable parameters, the online probe's in a group of their own without weight decay, and
-        the schedule of every group: linear warm-up over ``warmup_epochs``, then cosine decay to 0. Adam's updates
-        are per parameter and nothing clips the gradient norm over all parameters, so the other parameters take the
-        steps of a run without the probe."""
+        """Adam (:func:`physiossl.optim.adam`: fused kernels on CUDA) over the trainable parameters, the online
+        probe's in a group of their own without weight decay, and the schedule of every group: linear warm-up over
+        ``warmup_epochs``, then cosine decay to 0. Adam's updates are per parameter and nothing clips the gradient
+        norm over all parameters, so the other parameters take the steps of a run without the probe."""
         probe = list(self.probe.parameters()) if self.probe is not None else []
         skip = {id(p) for p in probe}
         groups = [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in skip]}]
         if probe:
             groups.append({"params": probe, "weight_decay": 0.0})
-        optimizer = torch.optim.Adam(groups, lr=self.cfg["lr"], weight_decay=self.cfg["weight_decay"])
+        optimizer = adam(groups, lr=self.cfg["lr"], weight_decay=self.cfg["weight_decay"])
         total = max(self.total_steps() or 1, 1)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = min(int(self.cfg["warmup_epochs"] * total / epochs), total - 1)

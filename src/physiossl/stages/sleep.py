@@ -118,7 +118,8 @@ class SleepStaging(L.LightningModule):
 
     def configure_optimizers(self):
         t = self.cfg["train"]
-        optimizer = torch.optim.AdamW(self.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        from ..optim import adam  # AdamW, fused kernels on CUDA
+        optimizer = adam(self.parameters(), decoupled=True, lr=t["lr"], weight_decay=t["weight_decay"])
         return {"optimizer": optimizer,   # cosine decay of the learning rate over the epochs
                 "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t["max_epochs"])}
 
