@@ -572,12 +572,24 @@ def test_tree_without_sums_is_logged_and_recorded(clean, tmp_path, caplog):
     assert checked["policy"] == checks.POLICY
 
 
-def test_verified_tree_is_recorded(clean, tmp_path):
+@pytest.mark.parametrize("fs, unread", [(100, "records500"), (500, "records100")])
+def test_verified_tree_is_recorded(clean, tmp_path, fs, unread):
+    """Every listed file the conversion reads is verified; the other rate's record folder is not (a changed file
+    there does not refuse the conversion), and the provenance says so."""
+    raw = copy_tree(clean["ptbxl"], tmp_path / "raw")
+    next(p for p in sorted((raw / unread).rglob("*.dat"))).write_bytes(b"changed")
     out = tmp_path / "ptbxl.zarr"
-    ptbxl.convert(clean["ptbxl"], out, fs=100, max_quarantine_fraction=0.0, progress=False)
-    n_files = len([p for p in clean["ptbxl"].rglob("*") if p.is_file()]) - 1
+    ptbxl.convert(raw, out, fs=fs, max_quarantine_fraction=0.0, progress=False)
+    files = [p for p in raw.rglob("*") if p.is_file() and p.name != checks.SUMS_FILE]
+    n_read = len([p for p in files if unread not in p.relative_to(raw).parts])
+    assert 0 < n_read < len(files)
     assert open_store(out).attrs["provenance"]["input_checks"]["sha256sums"] == \
-        f"{n_files} files verified against SHA256SUMS.txt"
+        f"{n_read} files verified against SHA256SUMS.txt ({unread}/ not read, not verified)"
+
+    read = next(p for p in sorted(files) if p.suffix == ".dat" and unread not in p.relative_to(raw).parts)
+    read.write_bytes(b"changed")
+    with pytest.raises(ConversionError, match=re.escape(read.relative_to(raw).as_posix()) + ": sha256 mismatch"):
+        ptbxl.convert(raw, tmp_path / "refused.zarr", fs=fs, progress=False)
 
 
 def test_real_fixtures_pass_every_check(fixtures, tmp_path):

@@ -193,6 +193,45 @@ def test_publish_results_keeps_a_benchmarks_output(tmp_path):
     assert failed.returncode == 3 and not (docs / "benchmarks" / "bench_y").exists()
 
 
+def test_sizing_figures_and_resources_come_from_sizing_csv(tmp_path):
+    """docs/sizing.md's figures are numbers of docs/sizing.csv, and the resources tables put a config's settings
+    beside the largest measured peak and the longest wall time of the jobs each entry covers."""
+    hook = _hook("results")
+    docs, root = tmp_path / "docs", tmp_path
+    docs.mkdir()
+    (root / "config").mkdir()
+    (root / "config" / "c.yaml").write_text(yaml.safe_dump({
+        "datasets": {"ptbxl": {}, "psg_audio": {}}, "pretrain": {"methods": {"simclr": {}}},
+        "resources": {"convert": {"threads": 8, "mem_mb": 3000, "runtime": 90},
+                      "pretrain": {"threads": 8, "mem_mb": 16000, "runtime": 1440},
+                      "evaluate": {"threads": 8, "mem_mb": 32000, "runtime": 240}}}))
+    page = ("took <!-- physiossl:sizing rehearsal_full pretrain simclr seconds --> s\n\n"
+            "<!-- physiossl:resources config/c.yaml -->\n")
+    with pytest.raises(hook.ResultsError, match="docs/sizing.csv is missing"):
+        hook.render_page(page, "sizing.md", root, docs)
+    (docs / "sizing.csv").write_text(
+        "run,rule,job,seconds,max_rss_mb,cpu_s\n"
+        "rehearsal_full,convert,ptbxl_100hz,693.2,326.0,647\n"
+        "rehearsal_full,convert,ptbxl_500hz,1464.0,692.0,988\n"
+        "rehearsal_full,convert,chapman_100hz,9999,9999,1\n"         # not a dataset of the config
+        "rehearsal_full,convert_sleep,psg_audio,164,744.0,128\n"
+        "rehearsal_tenth,convert,ptbxl_500hz,139,4690,110\n"         # not the full-size run
+        "rehearsal_full,pretrain,simclr,1823.4,3569.0,1508\n")
+    text = hook.render_page(page, "sizing.md", root, docs)
+    assert text.startswith("took 1,823 s\n")
+    rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
+    assert "convert ptbxl_100hz, convert ptbxl_500hz, convert_sleep psg_audio |" in rows["convert"]
+    assert "| 744 | 24 | 4.0x | 3.7x |" in rows["convert"]              # 3000 / 744 MB, 90 min / 1464 s
+    assert "| 3,569 | 30 | 4.5x | 47.4x |" in rows["pretrain"]
+    assert "not measured" in rows["evaluate"]
+    for directive, words in (("sizing rehearsal_full pretrain byol seconds", "no row for run rehearsal_full"),
+                             ("sizing rehearsal_full pretrain simclr gpu_s", "no value in column 'gpu_s'"),
+                             ("sizing rehearsal_full pretrain", "must name RUN RULE JOB COLUMN"),
+                             ("resources config/none.yaml", "no config file config/none.yaml")):
+        with pytest.raises(hook.ResultsError, match=re.escape(words)):
+            hook.render_page(f"<!-- physiossl:{directive} -->", "sizing.md", root, docs)
+
+
 def test_results_pages_show_published_files_and_say_what_is_not_published(tmp_path):
     hook = _hook("results")
     docs = tmp_path / "docs"

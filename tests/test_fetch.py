@@ -503,6 +503,32 @@ def test_verify_sha256sums_reports_missing_and_binary_marker(tmp_path):
     assert CORRUPTED_REL in str(info.value) and "missing" in str(info.value)
 
 
+def test_verify_sha256sums_refuses_paths_outside_the_tree(tmp_path):
+    """A listed path that leads out of the tree (``..``, absolute, a symlinked file or folder) is a problem named in
+    the error, even when its hash matches; files inside the tree (through a symlink inside it too) verify."""
+    root, outside = tmp_path / "tree", tmp_path / "elsewhere"
+    (root / "records").mkdir(parents=True)
+    outside.mkdir()
+    data = b"samples"
+    digest = hashlib.sha256(data).hexdigest()
+    for folder in (root / "records", outside):
+        (folder / "a.dat").write_bytes(data)
+    (root / "records" / "inside.dat").symlink_to(root / "records" / "a.dat")
+    (root / "records" / "out.dat").symlink_to(outside / "a.dat")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    inside = ["records/a.dat", "records/inside.dat", "records/../records/a.dat"]
+    escaping = ["../elsewhere/a.dat", "records/out.dat", "linked/a.dat", (outside / "a.dat").as_posix()]
+    (root / "SHA256SUMS.txt").write_text("".join(f"{digest}  {rel}\n" for rel in inside))
+    assert verify_sha256sums(root) == len(inside)
+
+    (root / "SHA256SUMS.txt").write_text("".join(f"{digest}  {rel}\n" for rel in inside + escaping))
+    with pytest.raises(DownloadError) as info:
+        verify_sha256sums(root)
+    message = str(info.value)
+    assert f"{len(escaping)} of {len(inside) + len(escaping)} files failed" in message
+    assert all(f"{rel}: path lies outside" in message for rel in escaping)
+
+
 def test_cli_download_then_convert_ptbxl(server, tmp_path, capsys):
     """`physiossl download ptbxl` through a truncated transfer, then `physiossl convert` of the tree."""
     from physiossl.cli import main

@@ -453,3 +453,20 @@ def test_heart_rates_are_those_of_wfdbs_own_peak_search(fixtures, monkeypatch):
     for (name, _, _), (a, why_a), (b, why_b) in zip(records, fast, slow):
         assert why_a == why_b and (a == b or (np.isnan(a) and np.isnan(b))), (name, a, why_a, b, why_b)
     assert sum(np.isfinite(a) for a, _ in fast) >= 60
+
+
+def test_two_leads_that_agree_early_give_the_rate_the_whole_rule_gives_them(fixtures):
+    """When the first two detection leads agree within the early tolerance, the third lead is not analysed and the
+    record's rate is what the general rule (largest agreeing group, its median rate) gives those two leads."""
+    rng = np.random.default_rng(5)
+    records = [(x, fs) for _, x, fs in _fixture_records(fixtures)]
+    records += [(synth.synthesize(synth.sample_spec(rng), rng, fs=100), 100) for _ in range(30)]
+    early = 0
+    for x, fs in records:
+        x = np.asarray(x, np.float32)
+        leads = resample(x[targets._DETECTION_ROWS].astype(np.float64), fs, targets.DETECT_FS, axis=1, dtype=None)
+        beats = targets._beats([targets._detect(lead) for lead in leads[:2]])
+        if len(beats) == 2 and targets._agree(*beats, tol_bpm=targets.EARLY_BPM, tol_fraction=targets.EARLY_FRACTION):
+            early += 1
+            assert heart_rate(x, fs) == (targets._agreeing_rate(beats), None)
+    assert early >= 20

@@ -11,6 +11,13 @@ Markdown source stays readable on its own):
 ``<!-- physiossl:status NAME -->``
     one line: published (when, from which commit) or not yet.
 
+``<!-- physiossl:sizing RUN RULE JOB COLUMN -->``
+    one number of ``docs/sizing.csv`` (written by ``physiossl sizing`` from the Snakemake benchmark files of the
+    rehearsals, docs/sizing.md): the COLUMN (``seconds``, ``max_rss_mb``, ``cpu_s``, ``records``, ...) of the job;
+``<!-- physiossl:resources CONFIG -->``
+    the ``resources:`` of a config file against the largest peak memory and longest wall time that
+    ``docs/sizing.csv`` has for the jobs each entry covers in the full-size rehearsal.
+
 NAME is the ``name`` of a config in ``config/`` (a pipeline run, published from its results folder) or
 ``benchmarks/<script>`` (a script in ``benchmarks/``, published with its output; ``benchmarks/<script>.<variant>``
 for another publication of the same script, ``.gpu`` for those of ``scripts/gpu_check.sh``); the files live in
@@ -40,6 +47,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 RESULTS = "results"                       # under docs/
 DIRECTIVE = re.compile(r"<!--\s*physiossl:(run|include|status)\s+(\S+)\s*-->")
+SIZING_DIRECTIVE = re.compile(r"<!--\s*physiossl:(sizing|resources)\s+([^>]*?)\s*-->")
+SIZING = "sizing.csv"                     # under docs/, written by `physiossl sizing`
+FULL_SIZE_RUN = "rehearsal_full"
+RESOURCE_RULES = {"convert": ("convert", "convert_sleep"), "pretrain": ("pretrain",),
+                  "evaluate": ("evaluate", "periodic"), "sleep": ("train_sleep",)}   # resources entry → rules
 IMAGES = (".png", ".svg", ".jpg", ".jpeg")
 CODE = {".json": "json", ".txt": "text", ".log": "text", ".yaml": "yaml"}
 
@@ -202,6 +214,64 @@ def include(name: str, filename: str, page_dir: str, docs: Path = DOCS) -> str:
     return f"```{lang}\n{path.read_text().rstrip()}\n```\n"
 
 
+# ------------------------------------------------------------------------------------------------ sizing
+def sizing_rows(docs: Path = DOCS) -> list[dict[str, str]]:
+    path = docs / SIZING
+    if not path.is_file():
+        raise ResultsError(f"docs/{SIZING} is missing: write it with `physiossl sizing` (docs/sizing.md)")
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.2g}"
+
+
+def sizing_value(args: str, rows: list[dict[str, str]]) -> str:
+    """The number ``RUN RULE JOB COLUMN`` of docs/sizing.csv, formatted."""
+    parts = args.split()
+    if len(parts) != 4:
+        raise ResultsError(f"'physiossl:sizing {args}' must name RUN RULE JOB COLUMN")
+    run, rule, job, column = parts
+    row = next((r for r in rows if (r["run"], r["rule"], r["job"]) == (run, rule, job)), None)
+    if row is None:
+        raise ResultsError(f"docs/{SIZING} has no row for run {run}, rule {rule}, job {job}")
+    if not row.get(column):
+        raise ResultsError(f"docs/{SIZING}: run {run}, rule {rule}, job {job} has no value in column {column!r}")
+    return _number(float(row[column]))
+
+
+def _dataset_of(job: str) -> str:
+    match = re.fullmatch(r"(.+)_\d+hz", job)
+    return match[1] if match else job
+
+
+def resources_table(config_file: str, rows: list[dict[str, str]], root: Path = ROOT) -> str:
+    """The ``resources:`` of ``config_file`` beside what the full-size rehearsal measured for the jobs of each entry
+    (the rules that use the entry, for the config's datasets and methods)."""
+    path = root / config_file
+    if not path.is_file():
+        raise ResultsError(f"no config file {config_file}")
+    config = yaml.safe_load(path.read_text())
+    names = set(config.get("datasets", {})) | set(config.get("pretrain", {}).get("methods", {}))
+    lines = [f"| entry | threads | mem_mb | runtime (min) | full-size jobs measured (`{FULL_SIZE_RUN}`) "
+             "| largest peak RSS (MB) | longest wall (min) | mem_mb / peak RSS | runtime / wall |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for entry, setting in config.get("resources", {}).items():
+        jobs = [r for r in rows if r["run"] == FULL_SIZE_RUN and r["rule"] in RESOURCE_RULES.get(entry, ())
+                and _dataset_of(r["job"]) in names and r.get("max_rss_mb") and r.get("seconds")]
+        cells = [f"`{entry}`", str(setting.get("threads", "")), f"{setting.get('mem_mb', ''):,}",
+                 f"{setting.get('runtime', ''):,}"]
+        if jobs:
+            rss, wall = max(float(r["max_rss_mb"]) for r in jobs), max(float(r["seconds"]) for r in jobs)
+            cells += [", ".join(f"{r['rule']} {r['job']}" for r in jobs), _number(rss), _number(wall / 60),
+                      f"{setting['mem_mb'] / rss:.1f}x" if "mem_mb" in setting else "",
+                      f"{setting['runtime'] * 60 / wall:.1f}x" if "runtime" in setting else ""]
+        else:
+            cells += ["not measured", "", "", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render_page(markdown: str, page_path: str, root: Path = ROOT, docs: Path | None = None) -> str:
     """``markdown`` with every directive replaced; ``page_path`` is the page relative to docs/ (for links)."""
     docs = docs or root / "docs"
@@ -225,9 +295,15 @@ def render_page(markdown: str, page_path: str, root: Path = ROOT, docs: Path | N
             return provenance(name, info)
         return include(name, filename, page_dir, docs)
 
+    def replace_sizing(match: re.Match) -> str:
+        rows = sizing_rows(docs)
+        return sizing_value(match[2], rows) if match[1] == "sizing" else resources_table(match[2], rows, root)
+
     def line_sub(line: str) -> str:
         # a directive quoted in a code span (preceded by a backtick) is text, not a directive
-        return DIRECTIVE.sub(lambda m: m[0] if m.start() and line[m.start() - 1] == "`" else replace(m), line)
+        for pattern, render in ((DIRECTIVE, replace), (SIZING_DIRECTIVE, replace_sizing)):
+            line = pattern.sub(lambda m: m[0] if m.start() and line[m.start() - 1] == "`" else render(m), line)
+        return line
 
     out, fenced = [], False
     try:

@@ -250,12 +250,13 @@ def read_csv_table(path: Path, **read_csv):
 
 
 # --------------------------------------------------------------------------------------------- the tree
-def verify_tree(raw_dir: Path, dataset: str, *, absent_level: int = logging.WARNING) -> str:
+def verify_tree(raw_dir: Path, dataset: str, *, absent_level: int = logging.WARNING, skip: Sequence[str] = ()) -> str:
     """Verify a raw tree against its ``SHA256SUMS.txt`` before it is converted
     (:func:`physiossl.data.fetch.verify_sha256sums`): ConversionError naming every file that differs; files it lists
     that are absent (a trimmed tree) are logged and counted, and the records that need them are quarantined by the
-    source; without the file a log line says the tree is not verified. Returns the line for the store's
-    provenance."""
+    source; without the file a log line says the tree is not verified. Folders in ``skip`` (``"records500/"``) hold
+    files the conversion does not read: they are not verified, and the line says so. Returns the line for the
+    store's provenance."""
     from .fetch import DownloadError, verify_sha256sums
 
     raw_dir = Path(raw_dir)
@@ -265,14 +266,17 @@ def verify_tree(raw_dir: Path, dataset: str, *, absent_level: int = logging.WARN
         return f"not verified: no {SUMS_FILE}"
     absent: list[str] = []
     try:
-        n = verify_sha256sums(raw_dir, SUMS_FILE, absent=absent)
+        n = verify_sha256sums(raw_dir, SUMS_FILE, absent=absent, skip=skip)
     except DownloadError as exc:
         raise sums_refusal(raw_dir, dataset, str(exc)) from exc
+    line = f"{n} files verified against {SUMS_FILE}"
+    if skip:
+        line += f" ({', '.join(skip)} not read, not verified)"
     if absent:   # a trimmed tree: a record that needs an absent file is quarantined as unreadable
         log.warning("%s: %d files that %s lists are absent from %s (e.g. %s): not verified; a record that needs one "
                     "is quarantined", dataset, len(absent), SUMS_FILE, raw_dir, ", ".join(absent[:3]))
-        return f"{n} files verified against {SUMS_FILE}, {len(absent)} listed files absent"
-    return f"{n} files verified against {SUMS_FILE}"
+        return f"{line}, {len(absent)} listed files absent"
+    return line
 
 
 def sums_refusal(raw_dir: Path, dataset: str, problems: str) -> ConversionError:

@@ -29,7 +29,7 @@ import stat
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import unquote, urlsplit
 
@@ -466,14 +466,16 @@ def safe_extract_zip(archive: Path, target: Path) -> list[Path]:
 # --------------------------------------------------------------------------- verification
 
 
-def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt", absent: list[str] | None = None) -> int:
+def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt", absent: list[str] | None = None,
+                      skip: Sequence[str] = ()) -> int:
     """Verify the files listed in ``root / sums_file``; return how many were checked.
 
     Lines read ``<sha256 hex>  <relative path>`` (a ``*`` binary marker before the
     path is accepted; blank lines and ``#`` comments are skipped). Missing files and
     hash mismatches are collected and reported together in one :class:`DownloadError`;
     with a list as ``absent``, missing files are appended to it instead (a tree the user
-    has trimmed, e.g. PTB-XL without its 500 Hz records).
+    has trimmed, e.g. PTB-XL without its 500 Hz records). Listed paths under a folder of ``skip``
+    (``"records500/"``: files a conversion does not read) are neither checked nor counted.
     """
     root = Path(root)
     sums_path = root / sums_file
@@ -495,12 +497,22 @@ def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt", absent: lis
         entries.append((match.group(1).lower(), match.group(2)))
     if not entries:
         raise DownloadError(f"checksum file {sums_path} lists no files")
+    entries = [(expected, rel) for expected, rel in entries if not rel.startswith(tuple(skip))]
 
     resolved_root = root.resolve()
+    resolved_dirs: dict[Path, Path] = {}     # a release has many files in few folders: resolve each folder once
+
+    def resolved(path: Path, rel: str) -> Path:
+        if ".." in PurePosixPath(rel).parts or path.is_symlink():
+            return path.resolve()
+        if path.parent not in resolved_dirs:
+            resolved_dirs[path.parent] = path.parent.resolve()
+        return resolved_dirs[path.parent] / path.name
+
     problems: list[str] = []
     for expected, rel in entries:
         path = root / rel
-        if PurePosixPath(rel).is_absolute() or not path.resolve().is_relative_to(resolved_root):
+        if PurePosixPath(rel).is_absolute() or not resolved(path, rel).is_relative_to(resolved_root):
             problems.append(f"{rel}: path lies outside {root}")
             continue
         if not path.is_file():

@@ -11,6 +11,7 @@ audio float32. :func:`resample` returns float32 unless asked to keep the filter'
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import Callable, Iterator
@@ -50,8 +51,26 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float, axis: int = -1, dtype=n
 
     ratio = rate_ratio(fs_in, fs_out)
     x = np.asarray(x)
-    y = x if ratio == 1 else scipy.signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=axis)
+    if ratio == 1:
+        y = x
+    else:
+        h = _lowpass(ratio.numerator, ratio.denominator)
+        y = scipy.signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=axis,
+                                       window=h.astype(x.dtype) if x.dtype.kind in "fc" else h)
     return y if dtype is None else y.astype(dtype, copy=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _lowpass(up: int, down: int) -> np.ndarray:
+    """The FIR filter ``scipy.signal.resample_poly`` designs for ``up/down`` with its default window (Kaiser, beta 5),
+    designed once per ratio: given as ``window``, resample_poly uses it as it would its own design (cast to the
+    input's precision, as it casts its own)."""
+    import scipy.signal
+
+    max_rate = max(up, down)
+    h = scipy.signal.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    h.setflags(write=False)
+    return h
 
 
 def block_margin(fs_in: float, fs_out: float) -> int:

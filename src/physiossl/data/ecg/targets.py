@@ -105,16 +105,17 @@ def heart_rate(signal: np.ndarray, fs: float) -> tuple[float, str | None]:
     if analysed.sum() < 2:
         return float("nan"), "flat signal"
     leads = resample(x[analysed], fs, DETECT_FS, axis=1, dtype=None)     # one filter for all (row by row equal)
-    detections: list[np.ndarray] = []
-    for lead in leads:
-        detections.append(_detect(lead))
-        beats = [t for t in _clean(detections) if len(t) >= MIN_BEATS]
-        if len(beats) == 2 and len(detections) == 2 and \
-                _agree(*beats, tol_bpm=EARLY_BPM, tol_fraction=EARLY_FRACTION):
-            break
-    if len(beats) < 2:
-        return float("nan"), "too few beats"
-    rate = _agreeing_rate(beats)
+    detections = [_detect(lead) for lead in leads[:2]]
+    beats = _beats(detections)
+    if len(beats) == 2 and _agree(*beats, tol_bpm=EARLY_BPM, tol_fraction=EARLY_FRACTION):
+        rate = float(np.median([_rate(t) for t in beats]))     # what _agreeing_rate gives two agreeing leads
+    else:
+        if len(leads) > 2:
+            detections.append(_detect(leads[2]))
+            beats = _beats(detections)
+        if len(beats) < 2:
+            return float("nan"), "too few beats"
+        rate = _agreeing_rate(beats)
     if rate is None:
         return float("nan"), "leads disagree"
     if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
@@ -212,6 +213,11 @@ def _detect(lead: np.ndarray) -> np.ndarray:
         except (ValueError, IndexError, FloatingPointError, ZeroDivisionError):
             return np.zeros(0)
     return np.sort(np.asarray(peaks, dtype=np.float64)) / DETECT_FS
+
+
+def _beats(detections: list[np.ndarray]) -> list[np.ndarray]:
+    """The cleaned beats of the leads with at least MIN_BEATS of them."""
+    return [t for t in _clean(detections) if len(t) >= MIN_BEATS]
 
 
 def _clean(detections: list[np.ndarray]) -> list[np.ndarray]:

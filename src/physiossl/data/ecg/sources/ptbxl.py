@@ -249,7 +249,12 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
     db_path = raw_dir / "ptbxl_database.csv"
     if not db_path.is_file():
         raise ConversionError(f"{db_path}: missing (is {raw_dir} a PTB-XL tree?)")
-    tree = checks.verify_tree(raw_dir, NAME)
+    if fs in NATIVE_RATES:
+        column, native = NATIVE_RATES[fs][0], fs
+    else:
+        column, native = "filename_hr", 500
+    unread = tuple(f"{folder}/" for name, folder in NATIVE_RATES.values() if name != column)
+    tree = checks.verify_tree(raw_dir, NAME, skip=unread)       # the other rate's records are not read
     scp, label_sets = read_statements(raw_dir)
     statements = statement_rows(scp)
     db = checks.read_csv_table(db_path)
@@ -257,10 +262,6 @@ def convert(raw_dir: Path, out: Path, fs: int = 100, max_quarantine_fraction: fl
                - set(db.columns))
     if missing:
         raise ConversionError(f"{db_path}: missing columns {sorted(missing)}")
-    if fs in NATIVE_RATES:
-        column, native = NATIVE_RATES[fs][0], fs
-    else:
-        column, native = "filename_hr", 500
     n_samples = int(math.ceil(10 * fs))
     without_codes = 0
     norm_folds = set(int(f) for f in norm_folds)
