@@ -23,6 +23,9 @@ runs with the same sizes and seed) and converted at 100 Hz. Then, in one run:
    ``wfdb.rdrecord`` of every record), both on files just written (page cache warm), alternating --repeats
    times: the medians are compared (the first conversion of a process also pays its imports). Faster raw readers
    (``np.fromfile`` of the PTB-XL .dat, ``scipy.io.loadmat`` of the CinC .mat) are printed for reference.
+   Then every converted record's stored heart rate is compared with ``heart_rate`` of its stored signal run with
+   wfdb's own local-peak search and filter designs (the conversion vectorises and remembers them): the same value,
+   or NaN in both, for every record.
 
 The demo signals are synthetic ECG (Gaussian waves per beat, baseline wander, mains hum, white noise,
 artifacts), quantised like the real files: PTB-XL at 1 µV in int16 WFDB, CinC 2020 at 1 µV in int16 .mat,
@@ -204,6 +207,33 @@ def conversion(trees: dict[str, Path], store_dir: Path, repeats: int) -> tuple[d
 
 
 # --------------------------------------------------------------------------------------------- 1. loading
+def heart_rate_check(stores: dict[str, Path]) -> dict:
+    """Every record's stored heart rate against ``heart_rate`` of the stored signal with wfdb's own local-peak search
+    and filter designs (the conversion runs xqrs with them vectorised and remembered): the same value or both NaN."""
+    import contextlib
+
+    from physiossl.data.ecg import targets
+    from physiossl.data.ecg.store import open_store
+
+    print("\n== heart rates of the converted records against xqrs with wfdb's own peak search")
+    out, original = {}, targets._vectorised_peak_search
+    targets._vectorised_peak_search = contextlib.nullcontext
+    try:
+        for name, path in stores.items():
+            root = open_store(path)
+            fs, stored = float(root.attrs["fs"]), root["targets/heart_rate"][:]
+            signals = root["signals"][:]
+            same = 0
+            for i in range(len(stored)):
+                value = np.float32(targets.heart_rate(signals[i], fs)[0])
+                same += bool(value == stored[i] or (np.isnan(value) and np.isnan(stored[i])))
+            out[name] = {"records": len(stored), "identical": same}
+            print(f"{name:9s} {same} of {len(stored)} records identical ({int(np.isfinite(stored).sum())} with a rate)")
+    finally:
+        targets._vectorised_peak_search = original
+    return out
+
+
 def throughput(loader: DataLoader, n_batches: int, repeats: int) -> float:
     """Median samples per second over ``repeats`` runs of ``n_batches`` batches (epochs restart as needed)."""
     return float(np.median([single_run_throughput(loader, n_batches)[0] for _ in range(repeats)]))
@@ -378,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         trees = demo_trees(workdir, counts, args.seed)
         stores, results["conversion"] = conversion(trees, workdir / "stores", args.repeats)
+        results["heart_rate"] = heart_rate_check(stores)
         results["loading"] = loading(stores, workdir, args)
         results["size"] = store_sizes(stores)
         if args.codecs == "always" or (args.codecs == "auto" and results["size"]["total"]["ratio"] > SIZE_TARGET):
@@ -389,13 +420,16 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(("store size: total / raw float32", results["size"]["total"]["ratio"], SIZE_TARGET, False))
         rows += [(f"conversion: {name} convert / bare read", results["conversion"][name]["ratio"], CONVERT_TARGET,
                   True) for name in stores]
+        identical = all(r["identical"] == r["records"] for r in results["heart_rate"].values())
         print("\n== summary")
         print(f"{'metric':44s} {'ratio':>7s} {'target':>9s}  met")
         for label, value, target, higher in rows:
             sign = ">=" if higher else "<="
             print(f"{label:44s} {value:6.2f}x {sign} {target:.2f}x  {met(value, target, higher)}")
+        print(f"{'heart rates: identical to wfdb peak search':44s} {'':>7s} {'':>9s}  {'yes' if identical else 'NO'}")
         results["summary"] = [{"metric": label, "ratio": value, "target": target, "higher_is_better": higher,
                                "met": met(value, target, higher) == "yes"} for label, value, target, higher in rows]
+        results["summary"].append({"metric": "heart rates: identical to wfdb peak search", "met": identical})
         print(f"total time {time.perf_counter() - start:.0f} s")
     sys.stdout.flush()
     return results

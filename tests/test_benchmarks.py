@@ -44,6 +44,9 @@ def test_bench_data_runs(tmp_path):
     rows += [f"conversion: {name} convert / bare read" for name in ("ptbxl", "chapman", "cinc2020")]
     for row in rows:
         assert re.search(rf"^{re.escape(row)}\s+\d+\.\d+x (>=|<=) \d\.\d\dx\s+(yes|NO)$", out, re.M), (row, out)
+    assert re.search(r"^heart rates: identical to wfdb peak search\s+yes$", out, re.M), out
+    for name, n in (("ptbxl", 60), ("chapman", 30), ("cinc2020", 30)):
+        assert re.search(rf"^{name}\s+{n} of {n} records identical", out, re.M), out
     assert "float32 zstd level 0 (current, re-measured)" in out and "int16 1 uV" in out
     assert all((tmp_path / "stores" / f"{name}_100hz.zarr").is_dir() for name in ("ptbxl", "chapman", "cinc2020"))
     assert (tmp_path / "pool_signals.npy").is_file()
