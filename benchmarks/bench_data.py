@@ -222,10 +222,10 @@ def heart_rate_check(stores: dict[str, Path]) -> dict:
         for name, path in stores.items():
             root = open_store(path)
             fs, stored = float(root.attrs["fs"]), root["targets/heart_rate"][:]
-            signals = root["signals"][:]
+            signals, lengths = root["signals"][:], root["lengths"][:]
             same = 0
             for i in range(len(stored)):
-                value = np.float32(targets.heart_rate(signals[i], fs)[0])
+                value = np.float32(targets.heart_rate(signals[i, :, :lengths[i]], fs)[0])   # the valid samples
                 same += bool(value == stored[i] or (np.isnan(value) and np.isnan(stored[i])))
             out[name] = {"records": len(stored), "identical": same}
             print(f"{name:9s} {same} of {len(stored)} records identical ({int(np.isfinite(stored).sum())} with a rate)")
