@@ -529,6 +529,20 @@ def test_verify_sha256sums_refuses_paths_outside_the_tree(tmp_path):
     assert all(f"{rel}: path lies outside" in message for rel in escaping)
 
 
+def test_verify_sha256sums_skips_folders_it_is_told_to(tmp_path):
+    """Listed files under a skipped folder (written with or without a leading ./) are neither checked nor counted."""
+    root = tmp_path / "tree"
+    for rel in ("records100/a.dat", "records500/b.dat", "records500/c.dat"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    good, bad = hashlib.sha256(b"x").hexdigest(), "0" * 64
+    (root / "SHA256SUMS.txt").write_text(
+        f"{good}  records100/a.dat\n{bad}  records500/b.dat\n{bad}  ./records500/c.dat\n")
+    assert verify_sha256sums(root, skip=("records500/",)) == 1
+    with pytest.raises(DownloadError, match="2 of 3 files failed"):
+        verify_sha256sums(root)
+
+
 def test_cli_download_then_convert_ptbxl(server, tmp_path, capsys):
     """`physiossl download ptbxl` through a truncated transfer, then `physiossl convert` of the tree."""
     from physiossl.cli import main

@@ -497,7 +497,8 @@ def verify_sha256sums(root: Path, sums_file: str = "SHA256SUMS.txt", absent: lis
         entries.append((match.group(1).lower(), match.group(2)))
     if not entries:
         raise DownloadError(f"checksum file {sums_path} lists no files")
-    entries = [(expected, rel) for expected, rel in entries if not rel.startswith(tuple(skip))]
+    entries = [(expected, rel) for expected, rel in entries
+               if not PurePosixPath(rel).as_posix().startswith(tuple(skip))]          # "./records500/..." too
 
     resolved_root = root.resolve()
     resolved_dirs: dict[Path, Path] = {}     # a release has many files in few folders: resolve each folder once
