@@ -204,7 +204,8 @@ def test_sizing_figures_and_resources_come_from_sizing_csv(tmp_path):
         "datasets": {"ptbxl": {}, "psg_audio": {}}, "pretrain": {"methods": {"simclr": {}}},
         "resources": {"convert": {"threads": 8, "mem_mb": 3000, "runtime": 90},
                       "pretrain": {"threads": 8, "mem_mb": 16000, "runtime": 1440},
-                      "evaluate": {"threads": 8, "mem_mb": 32000, "runtime": 240}}}))
+                      "evaluate": {"threads": 8, "mem_mb": 32000, "runtime": 240},
+                      "sleep": {"gpu": 1}}}))
     page = ("took <!-- physiossl:sizing rehearsal_full pretrain simclr seconds --> s\n\n"
             "<!-- physiossl:resources config/c.yaml -->\n")
     with pytest.raises(hook.ResultsError, match="docs/sizing.csv is missing"):
@@ -224,6 +225,7 @@ def test_sizing_figures_and_resources_come_from_sizing_csv(tmp_path):
     assert "| 744 | 24 | 4.0x | 3.7x |" in rows["convert"]              # 3000 / 744 MB, 90 min / 1464 s
     assert "| 3,569 | 30 | 4.5x | 47.4x |" in rows["pretrain"]
     assert "not measured" in rows["evaluate"]
+    assert rows["sleep"].startswith("| `sleep` |  |  |  | not measured")       # settings it does not give: blank
     for directive, words in (("sizing rehearsal_full pretrain byol seconds", "no row for run rehearsal_full"),
                              ("sizing rehearsal_full pretrain simclr gpu_s", "no value in column 'gpu_s'"),
                              ("sizing rehearsal_full pretrain", "must name RUN RULE JOB COLUMN"),

@@ -259,8 +259,8 @@ def resources_table(config_file: str, rows: list[dict[str, str]], root: Path = R
     for entry, setting in config.get("resources", {}).items():
         jobs = [r for r in rows if r["run"] == FULL_SIZE_RUN and r["rule"] in RESOURCE_RULES.get(entry, ())
                 and _dataset_of(r["job"]) in names and r.get("max_rss_mb") and r.get("seconds")]
-        cells = [f"`{entry}`", str(setting.get("threads", "")), f"{setting.get('mem_mb', ''):,}",
-                 f"{setting.get('runtime', ''):,}"]
+        cells = [f"`{entry}`"] + [f"{setting[key]:,}" if key in setting else ""
+                                  for key in ("threads", "mem_mb", "runtime")]
         if jobs:
             rss, wall = max(float(r["max_rss_mb"]) for r in jobs), max(float(r["seconds"]) for r in jobs)
             cells += [", ".join(f"{r['rule']} {r['job']}" for r in jobs), _number(rss), _number(wall / 60),
@@ -295,8 +295,12 @@ def render_page(markdown: str, page_path: str, root: Path = ROOT, docs: Path | N
             return provenance(name, info)
         return include(name, filename, page_dir, docs)
 
+    sizing: list[list[dict[str, str]]] = []          # docs/sizing.csv, read once per page when a directive needs it
+
     def replace_sizing(match: re.Match) -> str:
-        rows = sizing_rows(docs)
+        if not sizing:
+            sizing.append(sizing_rows(docs))
+        rows = sizing[0]
         return sizing_value(match[2], rows) if match[1] == "sizing" else resources_table(match[2], rows, root)
 
     def line_sub(line: str) -> str:
