@@ -9,7 +9,7 @@ import os
 import shlex
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from physiossl.config import pretrain_members, pretrained_methods, sleep_datasets, stage_view, validate_config
 from physiossl.methods import METHODS
@@ -28,10 +28,14 @@ CONFIGFILE = (os.path.relpath(workflow.overwrite_configfiles[0]) if workflow.ove
               else "config/config.yaml")
 
 
-configfile: CONFIGFILE
+# Snakemake has read a --configfile already
+if not workflow.overwrite_configfiles:
+
+    configfile: CONFIGFILE
 
 
-validate(config, "src/physiossl/schema.yaml")
+# the schema (src/physiossl/schema.yaml) and the checks across keys, each problem named by its config key; the config
+# is left as written (a key it leaves out takes the default of the code that reads it, in every job alike)
 validate_config(config, CONFIGFILE)
 
 DATA = config["paths"]["data"]

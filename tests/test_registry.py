@@ -1,5 +1,5 @@
 """One plugin shape: every registry's declarations, read from the source without importing it, agree with the
-objects once imported; validating a config imports neither torch nor Lightning; code inputs are import closures."""
+objects once imported; validating a config imports neither torch nor Lightning; a job's code is an import closure."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from physiossl.augment import AUDIO_TRANSFORMS, TRANSFORMS
 from physiossl.codedeps import closure, code_files
 from physiossl.data.sources import SOURCES, demo_options, get_source, source_kind
+from physiossl.diskcache import DiskCache
 from physiossl.methods import METHODS
 from physiossl.models import ENCODERS, SLEEP_MODELS
 from physiossl.registry import EMPTY, NOT_LITERAL, UnknownPlugin, _declared
@@ -142,17 +143,33 @@ def test_code_inputs_are_import_closures():
     assert "src/physiossl/report/sleep.py" in files and "src/physiossl/__init__.py" in files
 
 
+def test_code_version_follows_the_contents_of_the_closure(monkeypatch):
+    from physiossl import codedeps
+
+    report = ("physiossl.stages.report",)
+    version = codedeps.code_version(*report)
+    assert codedeps.files_of(version) == code_files(*report) and codedeps._code_version.__wrapped__(report) == version
+    real = codedeps._file_digest
+    # an edit of a file of the closure is another version; an edit of a file outside it is not
+    monkeypatch.setattr(codedeps, "_file_digest", lambda p: "x" if p.parts[-2:] == ("report", "sleep.py") else real(p))
+    assert codedeps._code_version.__wrapped__(report) != version
+    monkeypatch.setattr(codedeps, "_file_digest", lambda p: "x" if p.name == "byol.py" else real(p))
+    assert codedeps._code_version.__wrapped__(report) == version
+    with pytest.raises(KeyError, match="no code version"):
+        codedeps.files_of("0" * 64)
+
+
 def test_remembered_imports_are_those_parsed_and_keyed_by_source(tmp_path, monkeypatch):
     from physiossl import codedeps
 
     modules = ["physiossl.stages.report", "physiossl.data.ecg.sources.code15", "physiossl.stages.sleep"]
     parsed = {m: codedeps.imports_of.__wrapped__(m) for m in modules}            # cold: parses every module
-    cache = codedeps.ImportCache(tmp_path / "imports.json")
+    cache = DiskCache("imports.json", tmp_path / "imports.json")
     monkeypatch.setattr(codedeps, "CACHE", cache)
     assert {m: codedeps.imports_of.__wrapped__(m) for m in modules} == parsed
     assert cache.new == len(modules)
     cache.save()
-    warm = codedeps.ImportCache(tmp_path / "imports.json")
+    warm = DiskCache("imports.json", tmp_path / "imports.json")
     monkeypatch.setattr(codedeps, "CACHE", warm)
     monkeypatch.setattr(codedeps, "_parse_imports", lambda *a: pytest.fail("parsed although remembered"))
     assert {m: codedeps.imports_of.__wrapped__(m) for m in modules} == parsed and warm.new == 0
@@ -161,7 +178,54 @@ def test_remembered_imports_are_those_parsed_and_keyed_by_source(tmp_path, monke
     with pytest.raises(pytest.fail.Exception, match="parsed although remembered"):
         codedeps.imports_of.__wrapped__(modules[0])
     (tmp_path / "imports.json").write_text("{not json")                          # a damaged cache: parse again
-    assert codedeps.ImportCache(tmp_path / "imports.json").get("anything") is None
+    assert DiskCache("imports.json", tmp_path / "imports.json").get("anything") is None
+
+
+def test_remembered_plugins_are_those_read_from_source_and_keyed_by_the_package(tmp_path, monkeypatch):
+    from physiossl import registry
+
+    kinds = [METHODS, ENCODERS, SLEEP_MODELS, VARIANTS, SOURCES]
+    read = {r.kind: r._read() for r in kinds}
+    cache = DiskCache("plugins.json", tmp_path / "plugins.json")
+    monkeypatch.setattr(registry, "CACHE", cache)
+    assert {r.kind: registry.Registry.plugins.__wrapped__(r) for r in kinds} == read and cache.new == len(kinds)
+    cache.save()
+    warm = DiskCache("plugins.json", tmp_path / "plugins.json")
+    monkeypatch.setattr(registry, "CACHE", warm)
+    monkeypatch.setattr(registry, "_declared", lambda *a: pytest.fail("read although remembered"))
+    remembered = {r.kind: registry.Registry.plugins.__wrapped__(r) for r in kinds}
+    assert remembered == read and warm.new == 0
+    # the same values and types, tuples and the markers of unreadable defaults included
+    assert repr(remembered) == repr(read) and registry.NOT_LITERAL in repr(read)
+    # another package (an edit anywhere in it) is another key: read again
+    monkeypatch.setattr(registry, "_package_at_start", lambda: "another package")
+    with pytest.raises(pytest.fail.Exception, match="read although remembered"):
+        registry.Registry.plugins.__wrapped__(METHODS)
+    # a damaged entry is read again
+    monkeypatch.undo()
+    damaged = DiskCache("plugins.json", tmp_path / "damaged.json")
+    monkeypatch.setattr(registry, "CACHE", damaged)
+    registry.Registry.plugins.__wrapped__(METHODS)
+    (key,) = damaged.entries
+    damaged.entries[key] = "[('method', 'byol'"
+    assert registry.Registry.plugins.__wrapped__(METHODS) == read["method"]
+
+
+def test_package_digest_follows_every_source_file(tmp_path, monkeypatch):
+    from physiossl import registry
+
+    tree = tmp_path / "physiossl"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.py").write_text("x = 1\n")
+    (tree / "sub" / "b.py").write_text("y = 2\n")
+    monkeypatch.setattr(registry, "ROOT", tree)
+    first = registry.package_digest()
+    (tree / "sub" / "b.py").write_text("y = 3\n")
+    edited = registry.package_digest()
+    (tree / "sub" / "c.py").write_text("")
+    added = registry.package_digest()
+    (tree / "sub" / "b.py").rename(tree / "b2.py")
+    assert len({first, edited, added, registry.package_digest()}) == 4
 
 
 def test_a_built_wheel_validates_configs_outside_the_checkout(tmp_path):

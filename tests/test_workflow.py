@@ -62,8 +62,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
 
 
 def snakemake(project: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Snakemake in ``project``, which runs (and versions) the project's copy of the package, as in a checkout."""
     return run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/tiny.yaml", *args],
-               project, check, env)
+               project, check, {"PYTHONPATH": str(project / "src"), **(env or {})})
 
 
 def snakemake_traced(project: Path, trace: Path, *args: str) -> subprocess.CompletedProcess:
@@ -75,16 +76,15 @@ def snakemake_traced(project: Path, trace: Path, *args: str) -> subprocess.Compl
 
 
 def assert_jobs_imported_only_declared_code(project: Path, trace: Path) -> None:
-    """Every physiossl module that a job of the last run imported is among the code inputs Snakemake holds for the
-    job (its rule's import closure, physiossl.codedeps), the command-line dispatcher excepted; and every job that
-    ran recorded its imports."""
-    lines = snakemake(project, "--detailed-summary").stdout.splitlines()
-    header = lines[0].split("\t")
+    """Every physiossl module that a job of the last run imported is among the files of the job's code version (its
+    rule's import closure, physiossl.codedeps; the DVC export lists them as the stage's deps), the command-line
+    dispatcher excepted; and every job that ran recorded its imports."""
+    document, _ = export_document(project / "config" / "tiny.yaml", project / "Snakefile")
     declared = {}
-    for line in lines[1:]:
-        row = dict(zip(header, line.split("\t")))
-        if row.get("log-file(s)", "-") != "-":
-            declared[row["log-file(s)"]] = set(row["input-file(s)"].split(","))
+    for stage in resolve(document).values():
+        for out in stage.get("outs", []):
+            if str(out).endswith(".log"):
+                declared[str(out)] = {str(dep) for dep in stage["deps"]}
     traces = [json.loads(p.read_text()) for p in sorted(trace.glob("*.json"))]
     logs = {t["argv"][t["argv"].index("--log") + 1]: t["modules"] for t in traces}
     assert set(logs) == set(declared), (sorted(set(declared) - set(logs)), sorted(set(logs) - set(declared)))
@@ -252,6 +252,14 @@ def test_periodic_grid_runs_through_snakemake_and_its_dvc_export(tmp_path):
     fft = json.loads((project / "results/tiny/periodic/simper/fft/all.json").read_text())
     assert fft["series"] == "trained series head" and fft["series_fs_hz"] == pytest.approx(12.5)
     assert planned_jobs(project) == {}
+    # a code change reruns exactly the jobs that run the changed code; a file whose time alone changed, nothing
+    os.utime(project / "src/physiossl/stages/periodic.py")
+    assert planned_jobs(project) == {}
+    simper = project / "src/physiossl/methods/simper.py"
+    simper.write_text(simper.read_text() + "\n# changed\n")
+    assert planned_jobs(project) == {"pretrain": 1, "evaluate_periodic": 5, "report": 1, "all": 1}
+    reason = snakemake(project, "-n", "--rerun-triggers", "params", "--", "results/tiny/pretrain/simper/encoder.pt")
+    assert "Params have changed since last execution" in reason.stdout, reason.stdout
 
     document, names = export_document(project / "config" / "tiny.yaml", project / "Snakefile")
     stages = resolve(document)

@@ -1,7 +1,9 @@
-"""The code a pipeline job runs, derived from imports: the Snakemake rules declare it as the job's ``code`` input,
-so a change to a module reruns exactly the jobs that run it.
+"""The code a pipeline job runs, derived from imports. The Snakemake rules declare its version (:func:`code_version`,
+a digest of the files' contents) as the job's ``code`` parameter, so that an edit to a module reruns exactly the jobs
+that run it (Snakemake's ``params`` rerun trigger) and a file whose time alone changed reruns nothing; the DVC export
+lists the files themselves (:func:`files_of`) as the stage's dependencies.
 
-What counts (docs/architecture.md, "Code inputs"):
+What counts (docs/architecture.md, "Code versions"):
 
 1. the job's entry module: the stage module that its ``physiossl`` subcommand runs, and what the dispatcher
    ``physiossl.cli`` imports at its top (every command runs that: the config loader and its checks);
@@ -15,22 +17,20 @@ What counts (docs/architecture.md, "Code inputs"):
    does not name does not count.
 
 The closure is computed from the source files with :mod:`ast`, without importing anything; a test runs the
-pipeline and checks that every module a job imported is among its rule's declared inputs. What a module imports is
-remembered between runs (:class:`ImportCache`, keyed by the module's source and the package's file list), so
+pipeline and checks that every module a job imported is among the files of its declared version. What a module
+imports is remembered between runs (:data:`CACHE`, keyed by the module's source and the package's file list), so
 planning a pipeline parses only the modules that changed.
 """
 
 from __future__ import annotations
 
 import ast
-import atexit
 import functools
 import hashlib
-import json
-import os
 from pathlib import Path
 
-from .registry import ROOT, module_path
+from .diskcache import DiskCache
+from .registry import ROOT, module_path, source_files
 
 PACKAGE = ROOT.name
 
@@ -43,60 +43,14 @@ def _parents(module: str) -> list[str]:
 DISPATCHER = f"{PACKAGE}.cli"
 
 
-class ImportCache:
-    """What each module imports, remembered in ``$XDG_CACHE_HOME/physiossl/imports.json`` (default ``~/.cache``).
-    An entry's key is the SHA-256 of the module's name, source and the list of the package's files (whether
-    ``from . import x`` names a module depends on which files exist), so an edit or a new file is never served a
-    stale answer. The file is written atomically at exit when new entries were made; a missing, unreadable or
-    unwritable file only means parsing again."""
-
-    MAX_ENTRIES = 4000
-
-    def __init__(self, path: Path | None = None):
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        self.path = path or base / "physiossl" / "imports.json"
-        self.entries: dict[str, list[str]] | None = None
-        self.new = 0
-
-    def _load(self) -> dict[str, list[str]]:
-        if self.entries is None:
-            try:
-                entries = json.loads(self.path.read_text())
-                self.entries = entries if isinstance(entries, dict) else {}
-            except (OSError, ValueError):
-                self.entries = {}
-        return self.entries
-
-    def get(self, key: str) -> frozenset[str] | None:
-        found = self._load().get(key)
-        return frozenset(found) if isinstance(found, list) else None
-
-    def put(self, key: str, modules: frozenset[str]) -> None:
-        entries = self._load()
-        entries.pop(key, None)
-        entries[key] = sorted(modules)
-        if self.new == 0:
-            atexit.register(self.save)
-        self.new += 1
-
-    def save(self) -> None:
-        entries = self._load()
-        keep = dict(list(entries.items())[-self.MAX_ENTRIES:])
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(keep))
-            os.replace(tmp, self.path)
-        except OSError:
-            pass
-
-
-CACHE = ImportCache()
+#: what each module imports, keyed by the module's name, source and the package's file list (whether
+#: ``from . import x`` names a module depends on which files exist)
+CACHE = DiskCache("imports.json")
 
 
 @functools.cache
 def _tree_listing() -> str:
-    return "\n".join(sorted(p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.py")))
+    return "\n".join(p.relative_to(ROOT).as_posix() for p in source_files())
 
 
 @functools.cache
@@ -109,10 +63,11 @@ def imports_of(module: str, top_level_only: bool = False) -> frozenset[str]:
     source = path.read_text()
     key = hashlib.sha256(f"{module}\0{top_level_only}\0{_tree_listing()}\0{source}".encode()).hexdigest()
     cached = CACHE.get(key)
-    if cached is None:
-        cached = _parse_imports(module, path, source, top_level_only)
-        CACHE.put(key, cached)
-    return cached
+    if isinstance(cached, list):
+        return frozenset(cached)
+    found = _parse_imports(module, path, source, top_level_only)
+    CACHE.put(key, sorted(found))
+    return found
 
 
 def _parse_imports(module: str, path: Path, source: str, top_level_only: bool) -> frozenset[str]:
@@ -158,11 +113,44 @@ def closure(*modules: str) -> frozenset[str]:
 def code_files(*modules: str) -> list[str]:
     """The source files of :func:`closure` of ``modules`` as the project sees them, ``src/physiossl/...`` relative
     to the project folder (where Snakemake runs), sorted."""
-    return list(_code_files(modules))
+    return [name for name, _ in _code_files(modules)]
 
 
 @functools.cache
-def _code_files(modules: tuple[str, ...]) -> tuple[str, ...]:
+def _code_files(modules: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
     every_command = sorted(imports_of(DISPATCHER, top_level_only=True))
-    return tuple(sorted(f"src/{module_path(m).relative_to(ROOT.parent).as_posix()}"
-                        for m in closure(*every_command, *modules)))
+    paths = (module_path(m) for m in closure(*every_command, *modules))
+    return tuple(sorted((f"src/{path.relative_to(ROOT.parent).as_posix()}", path) for path in paths))
+
+
+#: the files of every version :func:`code_version` gave in this process
+_VERSIONS: dict[str, tuple[str, ...]] = {}
+
+
+def code_version(*modules: str) -> str:
+    """The version of the code of :func:`code_files` of ``modules``: the SHA-256 of the files' names and contents,
+    hexadecimal. It changes when a file of the closure is edited, added or removed, not when a file is touched."""
+    return _code_version(modules)
+
+
+@functools.cache
+def _code_version(modules: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for name, path in _code_files(modules):
+        digest.update(f"{name}\0{_file_digest(path)}\n".encode())
+    version = digest.hexdigest()
+    _VERSIONS[version] = tuple(name for name, _ in _code_files(modules))
+    return version
+
+
+@functools.cache
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_of(version: str) -> list[str]:
+    """The files (as :func:`code_files` names them) of a version that :func:`code_version` gave in this process."""
+    try:
+        return list(_VERSIONS[version])
+    except KeyError:
+        raise KeyError(f"no code version {version!r} was computed in this process") from None

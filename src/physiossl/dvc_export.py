@@ -2,13 +2,13 @@
 Snakemake agree on what is up to date.
 
 Export. Every job of a configuration's DAG becomes one DVC stage with the job's exact shell command, its input files
-as ``deps``, its outputs (and log files) as ``outs`` and the config keys its rule reads
-(:func:`physiossl.config.stage_keys`) as ``params`` of the config file, so ``dvc repro`` reruns the same jobs that
-Snakemake would. The jobs of one rule that differ only in their wildcard values are written once, as a ``matrix``
-(every combination of the values) or ``foreach`` group whose stages are named ``<group>@<values>``; a rule whose jobs
-differ in more than their wildcards (a random-init baseline has no checkpoint, only the ``all`` subset reads the
-robustness keys) has one group per variant. The export checks that DVC expands the groups into exactly the stages
-of the DAG.
+and the source files of its code version (:mod:`physiossl.codedeps`) as ``deps``, its outputs (and log files) as
+``outs`` and the config keys its rule reads (:func:`physiossl.config.stage_keys`) as ``params`` of the config file, so
+``dvc repro`` reruns the same jobs that Snakemake would. The jobs of one rule that differ only in their wildcard
+values are written once, as a ``matrix`` (every combination of the values) or ``foreach`` group whose stages are named
+``<group>@<values>``; a rule whose jobs differ in more than their wildcards (a random-init baseline has no
+checkpoint, only the ``all`` subset reads the robustness keys) has one group per variant. The export checks that DVC
+expands the groups into exactly the stages of the DAG.
 
 One pipeline per configuration: the paper configuration's (``config/paper_ecg.yaml``) is the root ``dvc.yaml``, any
 other configuration's is ``pipelines/<name>/dvc.yaml`` (``name`` from the config), whose stages run in the
@@ -42,6 +42,7 @@ from pathlib import Path
 
 import yaml
 
+from .codedeps import files_of
 from .config import load_config, stage_keys
 
 ROOT_CONFIG = "paper_ecg"   # the configuration whose pipeline is the root dvc.yaml
@@ -114,12 +115,18 @@ def _dag_jobs(configfile: Path, snakefile: Path):
                 "rule": job.rule.name,
                 "wildcards": dict(job.wildcards_dict),
                 "cmd": " ".join(job.shellcmd.split()),
-                "deps": list(dict.fromkeys(str(f) for f in job.input)),
+                "deps": list(dict.fromkeys([*map(str, job.input), *_code_deps(job)])),
                 "outs": [str(f) for f in job.output],
                 "logs": [str(f) for f in job.log],
                 "order": rule_order[job.rule.name],
             })
     return jobs
+
+
+def _code_deps(job) -> list[str]:
+    """The source files of the job's code version (its ``code`` parameter, :mod:`physiossl.codedeps`)."""
+    version = dict(job.params.items()).get("code")
+    return files_of(version) if version else []
 
 
 def _section(rule: str, path: str) -> str:

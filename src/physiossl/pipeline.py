@@ -1,6 +1,6 @@
 """What the Snakemake rules compute from the config, so that the rule files hold rules only: dataset and result
 paths, the job grids, wildcard constraints, resources, log and benchmark files, command-line flags and each job's
-code inputs (:mod:`physiossl.codedeps`). The Snakefile makes one :class:`Pipeline` of the validated config; a rule
+code versions (:mod:`physiossl.codedeps`). The Snakefile makes one :class:`Pipeline` of the validated config; a rule
 writes ``P.store_path(dataset)``. Imports neither torch nor Lightning."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import shlex
 from typing import Any, Callable
 
-from .codedeps import code_files
+from .codedeps import code_version
 from .config import eval_subsets, random_init_encoder, sleep_runs
 from .data.sources import SOURCES, source_kind
 from .models import ENCODERS
@@ -35,11 +35,11 @@ class Pipeline:
         self.config, self._report, self.basedir = config, report, basedir
         self.data, self.results = config["paths"]["data"], config["paths"]["results"]
 
-    # ------------------------------------------------------------------------------------------- code inputs
-    def code(self, *modules: str) -> list[str]:
-        """The job's code inputs: the import closure of ``modules`` (its entry module and the plugins it loads by
-        name; :mod:`physiossl.codedeps` says what counts)."""
-        return code_files(*modules)
+    # ----------------------------------------------------------------------------------------- code versions
+    def code(self, *modules: str) -> str:
+        """The version of the job's code, its ``code`` parameter: the import closure of ``modules`` (its entry module
+        and the plugins it loads by name; :mod:`physiossl.codedeps` says what counts)."""
+        return code_version(*modules)
 
     def source_module(self, dataset: str) -> str:
         return SOURCES[self.source_of(dataset)].module

@@ -14,19 +14,25 @@ registry reads every declaration from the source files with :mod:`ast`, without 
 
 So everything that needs only names and metadata (config validation, command-line choices, Snakemake wildcard
 constraints, report labels) imports neither torch nor Lightning; :meth:`Plugin.load` imports the module and
-returns the object. The rules that keep a declaration readable: a plugin module is any module of the package whose
-name does not start with ``_``; the name, ``info`` and the class attributes the registry should see are literals
-(numbers, strings, tuples, lists, dicts, booleans, None); two plugins of one kind never share a name.
+returns the object. What a registry read is remembered between runs (:mod:`physiossl.diskcache`), keyed by the
+package's sources: a process reads a plugin module's source only after the package changed.
+
+The rules that keep a declaration readable: a plugin module is any module of the package whose name does not start
+with ``_``; the name, ``info`` and the class attributes the registry should see are literals (numbers, strings,
+tuples, lists, dicts, booleans, None); two plugins of one kind never share a name.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from .diskcache import DiskCache
 
 ROOT = Path(__file__).resolve().parent     # the physiossl package
 EMPTY = "<no default>"                     # a parameter without a default
@@ -83,6 +89,18 @@ class Registry:
 
     @functools.cache
     def plugins(self) -> dict[str, Plugin]:
+        key = hashlib.sha256(f"{self.kind}\0{self.packages}\0{_package_at_start()}".encode()).hexdigest()
+        remembered = CACHE.get(key)
+        if isinstance(remembered, str):
+            try:
+                return {fields[1]: Plugin(*fields) for fields in ast.literal_eval(remembered)}
+            except (ValueError, TypeError, SyntaxError):
+                pass
+        found = self._read()
+        CACHE.put(key, repr([astuple(plugin) for plugin in found.values()]))
+        return found
+
+    def _read(self) -> dict[str, Plugin]:
         found: dict[str, Plugin] = {}
         for package in self.packages:
             folder = ROOT.joinpath(*package.split(".")[1:])
@@ -116,6 +134,29 @@ class Registry:
 
 
 # ------------------------------------------------------------------------------------------------- reading source
+#: the plugins of each registry, as the ``repr`` of their fields (literals, read back with ``ast.literal_eval``),
+#: keyed by the registry's kind and packages and :func:`package_digest`
+CACHE = DiskCache("plugins.json")
+
+
+def source_files() -> list[Path]:
+    """The package's Python files, sorted."""
+    return sorted(ROOT.rglob("*.py"))
+
+
+def package_digest() -> str:
+    """The SHA-256 of the package's source files (names and contents) as they are now."""
+    digest = hashlib.sha256()
+    for path in source_files():
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@functools.cache
+def _package_at_start() -> str:
+    return package_digest()
+
+
 def _literal(node: ast.AST) -> Any:
     try:
         return ast.literal_eval(node)

@@ -8,11 +8,10 @@ rule demo_data:
         P.bench("demo_data/{dataset}")
     log:
         P.logfile("demo_data/{dataset}")
-    input:
-        code=lambda wc: P.code(P.source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of(P.datasets_in_mode("demo")),
     params:
+        code=lambda wc: P.code(P.source_module(wc.dataset)),
         cfg=lambda wc: stage_view(config, "demo_data", dataset=wc.dataset),
         source=lambda wc: P.source_of(wc.dataset),
         n_records=lambda wc: config["datasets"][wc.dataset]["demo"]["n_records"],
@@ -31,11 +30,10 @@ rule download_data:
         P.bench("download_data/{dataset}")
     log:
         P.logfile("download_data/{dataset}")
-    input:
-        code=lambda wc: P.code(P.source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of(P.datasets_in_mode("download")),
     params:
+        code=lambda wc: P.code(P.source_module(wc.dataset)),
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "download_data", dataset=wc.dataset),
     shell:
@@ -52,11 +50,11 @@ rule convert:
         P.logfile("convert/{dataset}_{fs}hz")
     input:
         raw=lambda wc: P.raw_path(wc.dataset),
-        code=lambda wc: P.code(P.source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of([d for d in config["datasets"] if not P.is_sleep(d)]),
         fs=r"\d+",
     params:
+        code=lambda wc: P.code(P.source_module(wc.dataset)),
         cfg=lambda wc: stage_view(config, "convert", dataset=wc.dataset),
         source=lambda wc: P.source_of(wc.dataset),
         max_quarantine=lambda wc: config["datasets"][wc.dataset]["max_quarantine_fraction"],

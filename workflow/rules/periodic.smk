@@ -15,12 +15,12 @@ if "periodic" in config:
         input:
             store=P.store_path(config["evaluate"]["dataset"]),
             checkpoint=P.pretrained,
-            code=lambda wc: P.code("physiossl.stages.periodic", P.encoder_module(wc.method)),
         wildcard_constraints:
             method=one_of(config["periodic"]["methods"]),
             protocol=one_of(config["periodic"]["protocols"]),
             subset=r"all|frac[0-9.e-]+|folds\d+",
         params:
+            code=lambda wc: P.code("physiossl.stages.periodic", P.encoder_module(wc.method)),
             configfile=CONFIGFILE,
             cfg=lambda wc: stage_view(config, "evaluate_periodic", protocol=wc.protocol, subset=wc.subset),
             checkpoint=lambda wc, input: flag("--checkpoint", input.checkpoint),

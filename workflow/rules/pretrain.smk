@@ -12,10 +12,10 @@ rule pretrain:
     input:
         stores=[P.store_path(d) for d in pretrain_members(config)],
         eval_store=P.store_path(config["evaluate"]["dataset"]),
-        code=lambda wc: P.code("physiossl.stages.pretrain", METHODS[wc.method].module, P.encoder_module(wc.method)),
     wildcard_constraints:
         method=one_of(pretrained_methods(config)),
     params:
+        code=lambda wc: P.code("physiossl.stages.pretrain", METHODS[wc.method].module, P.encoder_module(wc.method)),
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "pretrain", method=wc.method),
     threads: P.resources_of("pretrain")["threads"]

@@ -20,8 +20,8 @@ rule report:
         results=P.eval_results(),
         periodic=P.periodic_results(),
         periodic_predictions=[path.replace(".json", ".npz") for path in P.periodic_results()],
-        code=P.code("physiossl.stages.report"),
     params:
+        code=P.code("physiossl.stages.report"),
         out_dir=lambda wc, output: os.path.dirname(output.metrics),
         configfile=CONFIGFILE,
         cfg=stage_view(config, "report"),

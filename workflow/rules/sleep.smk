@@ -12,10 +12,10 @@ rule convert_sleep:
         P.logfile("convert_sleep/{dataset}")
     input:
         raw=lambda wc: P.raw_path(wc.dataset),
-        code=lambda wc: P.code(P.source_module(wc.dataset)),
     wildcard_constraints:
         dataset=one_of(sleep_datasets(config)),
     params:
+        code=lambda wc: P.code(P.source_module(wc.dataset)),
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "convert_sleep", dataset=wc.dataset),
     threads: P.resources_of("convert")["threads"] if "convert" in config["resources"] else 1
@@ -38,14 +38,14 @@ rule train_sleep:
     input:
         store=P.sleep_store_path(config["sleep"]["dataset"]),
         unlabeled=lambda wc: [P.sleep_store_path(d) for d in config["sleep"].get("unlabeled", [])] if wc.pool == "ood" else [],
-        code=lambda wc: P.code("physiossl.stages.sleep", VARIANTS[wc.variant].module,
-                             SLEEP_MODELS[config["sleep"]["model"]["name"]].module),
     wildcard_constraints:
         variant=one_of(VARIANTS.names()),
         fraction=r"[0-9.e-]+",
         pool="none|in|ood",
         seed=r"\d+",
     params:
+        code=lambda wc: P.code("physiossl.stages.sleep", VARIANTS[wc.variant].module,
+                             SLEEP_MODELS[config["sleep"]["model"]["name"]].module),
         configfile=CONFIGFILE,
         cfg=lambda wc: stage_view(config, "train_sleep", variant=wc.variant, pool=wc.pool),
         unlabeled=lambda wc, input: flag("--unlabeled", input.unlabeled),
@@ -76,8 +76,8 @@ rule sleep_report:
     input:
         results=P.sleep_results(),
         predictions=[path.replace(".json", ".npz") for path in P.sleep_results()],
-        code=P.code("physiossl.stages.report"),
     params:
+        code=P.code("physiossl.stages.report"),
         out_dir=lambda wc, output: os.path.dirname(output.metrics),
         configfile=CONFIGFILE,
         cfg=stage_view(config, "sleep_report"),

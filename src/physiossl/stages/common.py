@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from ..config import DEFAULT_LOGGER
 from ..data.files import atomic_file, write_text_atomic
+from ..registry import package_digest
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,7 @@ def resolve_device(accelerator: str) -> torch.device:
 def code_version() -> str:
     """A hash of the package's source files as they are when a run starts (not cached: a long-lived process that
     starts several runs sees edits): checkpoints written by other code are not resumed."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return package_digest()
 
 
 def run_workdir(workdir: Path, run_id: str) -> Path:
