@@ -114,6 +114,26 @@ def test_validating_the_shipped_configs_imports_neither_torch_nor_lightning():
     assert out.strip() == ""
 
 
+def test_jobs_that_do_not_train_import_no_lightning():
+    """demo, download, convert, convert-sleep and the reports: every module of their code (the import closure, with
+    the modules that functions import) imports without Lightning (and the data commands without torch)."""
+    from physiossl.codedeps import closure
+
+    data = sorted(closure(*(SOURCES[name].module for name in SOURCES)))
+    report = sorted(closure("physiossl.stages.report"))
+    code = textwrap.dedent(f'''
+        import importlib, sys
+        for module in {data!r}:
+            importlib.import_module(module)
+        print(",".join(m for m in ("torch", "lightning") if m in sys.modules))
+        for module in {report!r}:
+            importlib.import_module(module)
+        print(",".join(m for m in ("lightning",) if m in sys.modules))
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["", ""], out
+
+
 def test_check_config_runs_without_torch_and_deep_runs_the_method_checks(tmp_path):
     import yaml
 
