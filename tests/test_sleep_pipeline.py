@@ -235,7 +235,7 @@ def test_training_resumes_from_its_last_checkpoint(tiny_stores, tmp_path, monkey
     assert not first["resumed"] and not second["resumed"] and second["epochs_trained"] == 3
     again = _train(config, "supervised", "none", tiny_stores, out)   # ... the same one resumes after the last epoch
     assert again["resumed"] and again["test"] == second["test"]
-    monkeypatch.setattr(common, "code_version", lambda: "other code")   # changed package code starts afresh
+    monkeypatch.setattr(common, "package_digest", lambda: "other code")   # changed package code starts afresh
     assert not _train(config, "supervised", "none", tiny_stores, out)["resumed"]
     monkeypatch.undo()
     other = _train(config, "supervised", "none", tiny_stores, out, seed=1)   # another seed: a new run, same split

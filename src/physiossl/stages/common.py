@@ -59,17 +59,13 @@ def resolve_device(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
-def code_version() -> str:
-    """A hash of the package's source files as they are when a run starts (not cached: a long-lived process that
-    starts several runs sees edits): checkpoints written by other code are not resumed."""
-    return package_digest()
-
-
 def run_workdir(workdir: Path, run_id: str) -> Path:
     """Prepare a run's Lightning folder: wiped when it holds checkpoints of another run (config, data or package
     code changed), so only the same run resumes. Returns the path of its last checkpoint (may not exist)."""
     stamp = workdir / "fingerprint.txt"
-    run_id = fingerprint(run_id, code_version())
+    # the package's sources as they are now (a long-lived process that starts several runs sees edits): checkpoints
+    # written by other code are not resumed
+    run_id = fingerprint(run_id, package_digest())
     if workdir.exists() and (not stamp.exists() or stamp.read_text() != run_id):
         log.info("configuration, data or code changed since the checkpoints in %s were written: starting afresh",
                  workdir)
